@@ -1,0 +1,273 @@
+"""The ``testbed`` command: up, down, status, doctor, gc, setup, demo.
+
+Thin over the layers below: parse, call, print. Errors the testbed raises on purpose
+print as one clear line (exit 1); usage errors come from argparse (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from testbed.errors import TestbedError, TopologyError
+from testbed.runs import known_runs, new_run_id, run_dir
+from testbed.topology import Topology, build_shape, load_topology
+
+UP_STATE = "up.json"
+
+
+def _parse_ports(pairs: Sequence[str]) -> dict[tuple[str, str], int]:
+    ports = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        topology, _, service = key.partition(".")
+        if not (topology and service and value.isdigit()):
+            raise TopologyError("--port", f"{pair!r} is not TOPOLOGY.SERVICE=PORT",
+                                "write it like sync.gateway=8080")
+        ports[(topology, service)] = int(value)
+    return ports
+
+
+def _topologies(args: argparse.Namespace) -> list[Topology]:
+    if args.topology:
+        topologies = [load_topology(Path(args.topology))]
+    else:
+        topologies = build_shape(args.shape, args.depth)
+    fixed = _parse_ports(args.port)
+    result = []
+    for topology in topologies:
+        services = []
+        for spec in topology.services:
+            port = fixed.pop((topology.name, spec.name), spec.port)
+            services.append(replace(spec, port=port))
+        result.append(replace(topology, services=tuple(services)))
+    if fixed:
+        (name, service), _ = next(iter(fixed.items()))
+        raise TopologyError("--port", f"there is no service {name}.{service}",
+                            "name a service as TOPOLOGY.SERVICE, e.g. sync.gateway")
+    return result
+
+
+class _Stop(Exception):
+    """Raised from the SIGTERM handler so `with` blocks tear down in order."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    topologies = _topologies(args)  # validate everything before starting anything
+    if args.detach:
+        return _up_detached(args)
+    from testbed.runtime import get_runtime
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with get_runtime(args.runtime, run_id=args.run_id or new_run_id()) as runtime:
+            endpoints = {}
+            for topology in topologies:
+                deployment = runtime.deploy(topology)
+                endpoints[topology.name] = deployment.endpoints()
+            state = {"run_id": runtime.run_id, "pid": os.getpid(), "endpoints": endpoints}
+            (run_dir(runtime.run_id) / UP_STATE).write_text(json.dumps(state))
+            _print_endpoints(state)
+            print("Press Ctrl-C (or run `testbed down`) to tear down.", flush=True)
+            deadline = time.monotonic() + args.duration if args.duration else None
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.2)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("torn down", flush=True)
+    return 0
+
+
+def _print_endpoints(state: dict[str, object]) -> None:
+    print(f"run {state['run_id']} is up (controller pid {state['pid']})")
+    endpoints = state["endpoints"]
+    assert isinstance(endpoints, dict)
+    for topology, services in endpoints.items():
+        for service, url in services.items():
+            print(f"  {topology}.{service:14} {url}")
+    for topology, services in endpoints.items():
+        print(f"Send an order to {topology}: curl -s -X POST {services['gateway']}/orders "
+              "-H 'Content-Type: application/json' -d '{\"order_id\": \"o-1\"}'")
+    sys.stdout.flush()
+
+
+def _up_detached(args: argparse.Namespace) -> int:
+    run_id = new_run_id()
+    argv = [sys.executable, "-m", "testbed.cli", "up", "--run-id", run_id,
+            "--runtime", args.runtime]
+    argv += ["--topology", args.topology] if args.topology else ["--shape", args.shape,
+                                                                  "--depth", str(args.depth)]
+    for pair in args.port:
+        argv += ["--port", pair]
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"testbed-up-{run_id}.log"
+    with log.open("wb") as out:
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    state_file = run_dir(run_id) / UP_STATE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if state_file.exists():
+            _print_endpoints(json.loads(state_file.read_text()))
+            print(f"Running in the background (log {log}); stop it with "
+                  f"`testbed down {run_id}`.")
+            return 0
+        if child.poll() is not None:
+            print(log.read_text(), file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    child.terminate()
+    raise TestbedError(f"`testbed up` did not come up within 120 s; see {log}")
+
+
+def _up_runs() -> dict[str, dict[str, object]]:
+    found = {}
+    for directory, record in known_runs():
+        state = directory / UP_STATE
+        if record is not None and record.controller_alive() and state.exists():
+            found[record.run_id] = json.loads(state.read_text())
+    return found
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    runs = _up_runs()
+    targets = list(runs) if args.all or not args.run_id else [args.run_id]
+    if args.run_id and args.run_id not in runs:
+        raise TestbedError(f"no running `testbed up` with run id {args.run_id}; "
+                           f"running: {sorted(runs) or 'none'}")
+    if not args.all and not args.run_id and len(runs) > 1:
+        raise TestbedError(f"several runs are up ({', '.join(sorted(runs))}); name one, "
+                           "or pass --all")
+    for run_id in targets:
+        pid = int(str(runs[run_id]["pid"]))
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while run_dir(run_id).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if run_dir(run_id).exists():
+            raise TestbedError(f"run {run_id} did not tear down within 60 s; "
+                               "run `testbed gc` to force it")
+        print(f"run {run_id} is down")
+    if not targets:
+        print("nothing is up")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    runs = _up_runs()
+    if not runs:
+        print("nothing is up")
+    for state in runs.values():
+        _print_endpoints(state)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed.doctor import examine, render
+
+    findings = examine()
+    print(render(findings))
+    missing = [f.component for f in findings if not f.ok]
+    if missing:
+        print(f"\n{len(missing)} component(s) missing: {', '.join(missing)}. "
+              "Run `testbed setup` to install them.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from testbed.runtime.sweep import collect_garbage
+
+    report = collect_garbage()
+    if report.empty():
+        print("nothing to collect")
+    for run_id in report.runs:
+        print(f"removed run directory {run_id}")
+    for process in report.processes:
+        print(f"killed process {process}")
+    if report.ports:
+        print(f"released {len(report.ports)} port reservation(s)")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from testbed.components.install import setup
+
+    installed = setup()
+    print("\n".join(f"installed {item}" for item in installed) or "everything is installed")
+    return cmd_doctor(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from testbed.demo import render, run_demo
+
+    rows = run_demo(args.orders, args.depth)
+    print(render(rows))
+    bad = [r for r in rows if r.missing or r.duplicates]
+    if bad:
+        print(f"\n{len(bad)} service(s) lost or doubled orders", file=sys.stderr)
+        return 1
+    print(f"\nevery service of both topologies processed all {args.orders} orders once")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="bring a topology up and keep it up until Ctrl-C")
+    up.add_argument("--shape", choices=["sync", "async", "paired"], default="paired")
+    up.add_argument("--depth", type=int, default=3, help="services behind the gateway, 1-5")
+    up.add_argument("--topology", help="a TOML topology file instead of --shape")
+    up.add_argument("--port", action="append", default=[], metavar="TOPOLOGY.SERVICE=PORT",
+                    help="fix a service's port, e.g. sync.gateway=8080 (repeatable)")
+    up.add_argument("--runtime", default="local")
+    up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--duration", type=float, default=0,
+                    help="tear down by itself after this many seconds")
+    up.add_argument("--run-id", help=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="tear down what `testbed up` started")
+    down.add_argument("run_id", nargs="?")
+    down.add_argument("--all", action="store_true")
+    down.set_defaults(func=cmd_down)
+
+    sub.add_parser("status", help="list runs that are up").set_defaults(func=cmd_status)
+    sub.add_parser("doctor", help="check the external components").set_defaults(
+        func=cmd_doctor)
+    sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(func=cmd_gc)
+    sub.add_parser("setup", help="install missing components").set_defaults(func=cmd_setup)
+
+    demo = sub.add_parser("demo", help="paired topology, the same orders through both")
+    demo.add_argument("--orders", type=int, default=20)
+    demo.add_argument("--depth", type=int, default=3)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TestbedError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

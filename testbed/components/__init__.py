@@ -1,0 +1,1 @@
+"""The real external components (Toxiproxy, RabbitMQ) and how the testbed runs them."""

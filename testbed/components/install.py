@@ -1,0 +1,73 @@
+"""`testbed setup`: install the external components this machine lacks.
+
+Toxiproxy: ``go install`` of the pinned server into the active environment's bin/
+as ``toxiproxy-server``. RabbitMQ: Debian's rabbitmq-server through apt-get (as root),
+with service start-up blocked during the install, since the testbed runs its own node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from testbed.components.binaries import RABBITMQ, TOXIPROXY, TOXIPROXY_MODULE
+from testbed.errors import ComponentError
+
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> None:
+    print("+ " + " ".join(argv), flush=True)
+    try:
+        subprocess.run(argv, check=True, env=env, timeout=timeout)
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise ComponentError(f"`{' '.join(argv)}` failed: {exc}") from exc
+
+
+def install_toxiproxy() -> Path:
+    go = shutil.which("go")
+    if go is None:
+        raise ComponentError("toxiproxy-server is missing and Go is not installed. Fix: "
+                             "install Go (apt-get install golang-go) and rerun `testbed "
+                             "setup`, or put any toxiproxy-server binary on PATH")
+    target = Path(sys.prefix) / "bin" / "toxiproxy-server"
+    with tempfile.TemporaryDirectory(prefix="testbed-gobin-") as gobin:
+        env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
+        _run([go, "install", TOXIPROXY_MODULE], env=env)
+        shutil.move(os.path.join(gobin, "server"), target)
+    target.chmod(0o755)
+    return target
+
+
+def install_rabbitmq() -> None:
+    if os.geteuid() != 0:
+        raise ComponentError("rabbitmq-server is missing. Fix: as root run "
+                             "`apt-get update && apt-get install -y rabbitmq-server`, "
+                             "then `testbed doctor`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "update", "-qq"], env=env)
+    placed_policy = not POLICY_RC_D.exists()
+    if placed_policy:  # keep apt from starting the system-wide broker
+        POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
+        POLICY_RC_D.chmod(0o755)
+    try:
+        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+              "rabbitmq-server"], env=env)
+    finally:
+        if placed_policy:
+            POLICY_RC_D.unlink(missing_ok=True)
+
+
+def setup() -> list[str]:
+    """Install what is missing; returns what was installed."""
+    done = []
+    if TOXIPROXY.find() is None:
+        done.append(f"toxiproxy-server -> {install_toxiproxy()}")
+    if RABBITMQ.find() is None:
+        install_rabbitmq()
+        done.append("rabbitmq-server (Debian package)")
+    return done

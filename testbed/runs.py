@@ -1,0 +1,127 @@
+"""Run identity: every run has an id, a directory, and tags on all it starts.
+
+A run is one controller's lifetime (a pytest worker, a ``testbed up``). Everything
+it starts carries the run id, so the watchdog and ``testbed gc`` can find and remove
+it even when the controller is gone:
+
+- processes get the environment variable ``TESTBED_RUN_ID``;
+- files live under ``<state root>/runs/<run id>/`` with a ``run.json`` naming the
+  controller (pid and start time, so a recycled pid is not mistaken for it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+RUN_ID_ENV = "TESTBED_RUN_ID"
+STATE_ROOT_ENV = "TESTBED_HOME"
+RUN_RECORD = "run.json"
+
+
+def state_root() -> Path:
+    """Where runs keep their files; TESTBED_HOME overrides the default temp location."""
+    root = os.environ.get(STATE_ROOT_ENV) or os.path.join(tempfile.gettempdir(), "testbed-state")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def new_run_id() -> str:
+    """A short id that is safe in process env, file names, vhosts and docker labels."""
+    return "tb" + secrets.token_hex(5)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Who owns a run: the controller process, identified by pid and start time."""
+
+    run_id: str
+    controller_pid: int
+    controller_started: float
+    runtime: str
+
+    def controller_alive(self) -> bool:
+        """True while the exact controller process (not a recycled pid) still runs."""
+        try:
+            proc = psutil.Process(self.controller_pid)
+            return abs(proc.create_time() - self.controller_started) < 0.5 and (
+                proc.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.Error:
+            return False
+
+
+def run_dir(run_id: str) -> Path:
+    return state_root() / "runs" / run_id
+
+
+def create_run(run_id: str, runtime: str) -> Path:
+    """Make the run directory and record this process as its controller."""
+    directory = run_dir(run_id)
+    directory.mkdir(parents=True, exist_ok=False)
+    me = psutil.Process()
+    record = RunRecord(run_id, me.pid, me.create_time(), runtime)
+    (directory / RUN_RECORD).write_text(json.dumps(asdict(record)))
+    return directory
+
+
+def read_run(directory: Path) -> RunRecord | None:
+    try:
+        return RunRecord(**json.loads((directory / RUN_RECORD).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def known_runs() -> Iterator[tuple[Path, RunRecord | None]]:
+    runs = state_root() / "runs"
+    if not runs.is_dir():
+        return
+    for directory in sorted(runs.iterdir()):
+        if directory.is_dir():
+            yield directory, read_run(directory)
+
+
+def tagged_processes(run_id: str | None = None) -> list[psutil.Process]:
+    """Processes carrying TESTBED_RUN_ID (of one run, or of any run when None)."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            tag = proc.environ().get(RUN_ID_ENV)
+        except psutil.Error:
+            continue
+        if tag and (run_id is None or tag == run_id):
+            found.append(proc)
+    return found
+
+
+def process_run_id(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get(RUN_ID_ENV)
+    except psutil.Error:
+        return None
+
+
+def kill_processes(procs: list[psutil.Process], timeout: float = 5.0) -> None:
+    """SIGKILL the given processes and wait for them to be gone (reaped or reparented)."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
+
+
+def remove_run_dir(run_id: str) -> None:
+    shutil.rmtree(run_dir(run_id), ignore_errors=True)

@@ -1,0 +1,158 @@
+"""The runtime protocol, and the Deployment handle every runtime returns.
+
+A runtime turns a Topology into running things and back. Layers above see only
+``Runtime.deploy() -> Deployment`` and the ServiceHandle protocol, so a new backend
+(docker, later Kubernetes) slots in without touching them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+import requests
+
+from testbed.components.rabbitmq import BrokerAddress, QueueState, RabbitAdmin
+from testbed.components.toxiproxy import ToxiproxyClient
+from testbed.errors import StateError
+from testbed.topology.model import LinkSpec, Topology
+
+
+@runtime_checkable
+class ServiceHandle(Protocol):
+    """One running service, with the process-level controls faults need."""
+
+    name: str
+
+    @property
+    def url(self) -> str: ...
+    def running(self) -> bool: ...
+    def start(self) -> None: ...  # start again after stop/kill, and wait until ready
+    def stop(self) -> None: ...  # graceful
+    def kill(self) -> None: ...  # abrupt, like a crash
+    def restart(self) -> None: ...
+    def pause(self) -> None: ...  # freeze (SIGSTOP / docker pause)
+    def resume(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProxyEndpoint:
+    """The Toxiproxy proxy in front of one link."""
+
+    link: LinkSpec
+    proxy_name: str  # name on the Toxiproxy server (prefixed with the deployment id)
+    listen_port: int
+    upstream: str
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """A deployment's slice of the broker: its vhost, exchange and queues."""
+
+    address: BrokerAddress
+    vhost: str
+    exchange: str
+    queues: tuple[str, ...]
+    admin: RabbitAdmin
+
+    def queue_state(self, queue: str) -> QueueState:
+        return self.admin.queue(self.vhost, queue)
+
+
+class Deployment:
+    """A topology brought up by a runtime: endpoints, handles, and teardown."""
+
+    def __init__(self, deployment_id: str, topology: Topology, runtime: str,
+                 services: dict[str, ServiceHandle], proxies: dict[str, ProxyEndpoint],
+                 broker: BrokerAccess | None, toxiproxy: ToxiproxyClient | None,
+                 teardown: Callable[[], None]) -> None:
+        self.id = deployment_id
+        self.topology = topology
+        self.runtime = runtime
+        self.services = services
+        self.proxies = proxies
+        self.broker = broker
+        self.toxiproxy = toxiproxy
+        self._teardown = teardown
+        self.closed = False
+        self._http = requests.Session()
+
+    # -- endpoints -------------------------------------------------------------------
+
+    def service(self, name: str) -> ServiceHandle:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise KeyError(f"no service {name!r} in {self.id}; "
+                           f"known: {sorted(self.services)}") from None
+
+    def url(self, name: str) -> str:
+        return self.service(name).url
+
+    @property
+    def entry_url(self) -> str:
+        return self.url(self.topology.entry)
+
+    def endpoints(self) -> dict[str, str]:
+        return {name: handle.url for name, handle in self.services.items()}
+
+    # -- convenience for demos and tests -----------------------------------------------
+
+    def place_order(self, order_id: str | None = None, timeout: float = 10.0) -> requests.Response:
+        """Send one order to the entry service, as a user would."""
+        self._require_open()
+        order = {"order_id": order_id or uuid.uuid4().hex}
+        return self._http.post(f"{self.entry_url}/orders", json=order, timeout=timeout)
+
+    def ledger(self, name: str) -> dict[str, int]:
+        """Order id -> times processed, as the service itself reports it."""
+        return dict(self._get(name, "/ledger")["processed"])
+
+    def ledgers(self) -> dict[str, dict[str, int]]:
+        return {name: self.ledger(name) for name in self.services}
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return self._get(name, "/stats")
+
+    def _get(self, name: str, path: str) -> dict[str, Any]:
+        self._require_open()
+        response = self._http.get(self.url(name) + path, timeout=5)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def _require_open(self) -> None:
+        if self.closed:
+            raise StateError(f"deployment {self.id} is closed")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Tear the deployment down; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._http.close()
+        self._teardown()
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Runtime(Protocol):
+    """A backend that runs topologies: ``local`` processes, ``docker`` containers, ..."""
+
+    name: str
+    run_id: str
+
+    def open(self) -> None: ...
+    def deploy(self, topology: Topology) -> Deployment: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Runtime: ...
+    def __exit__(self, *exc: object) -> None: ...

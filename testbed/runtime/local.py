@@ -1,0 +1,316 @@
+"""The ``local`` runtime: every service an OS process on 127.0.0.1 (the embedded default).
+
+One LocalRuntime is one run: it owns a run directory, a watchdog, one Toxiproxy server
+and (when an async topology needs it) one private RabbitMQ node, shared by all its
+deployments. Each deployment gets its own vhost, proxies (prefixed with its id) and
+ports. A failed deploy undoes whatever it had started before re-raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from testbed.components.binaries import EPMD, RABBITMQ, TOXIPROXY
+from testbed.components.process import ManagedProcess
+from testbed.components.rabbitmq import RabbitNode
+from testbed.components.readiness import http_ok, wait_until
+from testbed.components.toxiproxy import ToxiproxyServer
+from testbed.errors import StateError, TestbedError
+from testbed.ports import allocate_port, claim_fixed_port, release_ports
+from testbed.runs import create_run, new_run_id, remove_run_dir
+from testbed.runtime import watchdog
+from testbed.runtime.base import BrokerAccess, Deployment, ProxyEndpoint
+from testbed.services.config import AmqpTarget, ServiceConfig
+from testbed.topology.model import Topology
+
+SERVICE_READY_TIMEOUT_S = 30.0
+
+
+class LocalService:
+    """A service running as a local process; implements the ServiceHandle protocol."""
+
+    def __init__(self, name: str, process: ManagedProcess, port: int) -> None:
+        self.name = name
+        self.process = process
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def start(self) -> None:
+        self.process.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = SERVICE_READY_TIMEOUT_S) -> float:
+        return wait_until(lambda: http_ok(f"{self.url}/health"), f"service {self.name}",
+                          timeout, self.process)
+
+    def stop(self) -> None:
+        self.process.stop(grace=3.0)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        self.process.pause()
+
+    def resume(self) -> None:
+        self.process.resume()
+
+
+class Undo:
+    """A stack of undo actions for a partial start; every action runs even if one fails."""
+
+    def __init__(self) -> None:
+        self._actions: list[Callable[[], object]] = []
+
+    def push(self, action: Callable[[], object]) -> None:
+        self._actions.append(action)
+
+    def run(self) -> list[str]:
+        failures = []
+        while self._actions:
+            action = self._actions.pop()
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - keep undoing; report at the end
+                failures.append(f"{type(exc).__name__}: {exc}")
+        return failures
+
+
+class LocalRuntime:
+    """Runs topologies as local processes, with real Toxiproxy and RabbitMQ."""
+
+    name = "local"
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id or new_run_id()
+        self.state = "new"
+        self.run_dir: Path | None = None
+        self.timings: dict[str, float] = {}
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._toxiproxy: ToxiproxyServer | None = None
+        self._broker: RabbitNode | None = None
+        self._deployments: list[Deployment] = []
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self.state != "new":
+            raise StateError(f"runtime {self.run_id} cannot be opened: it is {self.state}")
+        self.run_dir = create_run(self.run_id, self.name)
+        (self.run_dir / "logs").mkdir()
+        self._watchdog = watchdog.spawn(self.run_id, self.run_dir / "logs" / "watchdog.log")
+        self.state = "open"
+
+    def __enter__(self) -> LocalRuntime:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Tear down every deployment, the broker and Toxiproxy; delete the run's files."""
+        if self.state in ("new", "closed"):
+            self.state = "closed"
+            return
+        self.state = "closing"
+        problems = []
+        for deployment in list(self._deployments):
+            try:
+                deployment.close()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down
+                problems.append(f"deployment {deployment.id}: {exc}")
+        if self._broker is not None:
+            self._broker.stop()
+        if self._toxiproxy is not None:
+            self._toxiproxy.stop()
+        release_ports(self.run_id)
+        remove_run_dir(self.run_id)
+        if self._watchdog is not None:
+            with contextlib.suppress(OSError):
+                self._watchdog.stdin.close()  # type: ignore[union-attr]
+            try:
+                self._watchdog.wait(15)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+        self.state = "closed"
+        if problems:
+            raise TestbedError("teardown had problems: " + "; ".join(problems))
+
+    # -- shared components -----------------------------------------------------------------
+
+    def _require_open(self) -> Path:
+        if self.state != "open" or self.run_dir is None:
+            raise StateError(f"runtime {self.run_id} is {self.state}; use it inside "
+                             "`with LocalRuntime() as runtime:` or call open() first")
+        return self.run_dir
+
+    def toxiproxy(self) -> ToxiproxyServer:
+        """The run's Toxiproxy server, started on first use."""
+        run_dir = self._require_open()
+        if self._toxiproxy is None:
+            server = ToxiproxyServer(self.run_id, run_dir, allocate_port(self.run_id))
+            try:
+                self.timings["toxiproxy_boot_s"] = server.start()
+            except BaseException:
+                server.stop()
+                raise
+            self._toxiproxy = server
+        return self._toxiproxy
+
+    def broker(self) -> RabbitNode:
+        """The run's private RabbitMQ node, booted on first use (about 12 s)."""
+        run_dir = self._require_open()
+        if self._broker is None:
+            ports = [allocate_port(self.run_id) for _ in range(4)]
+            node = RabbitNode(self.run_id, run_dir, *ports)
+            try:
+                self.timings["broker_boot_s"] = node.start()
+            except BaseException:
+                node.stop()
+                raise
+            self._broker = node
+        return self._broker
+
+    # -- deploy ----------------------------------------------------------------------------
+
+    def deploy(self, topology: Topology) -> Deployment:
+        """Bring a topology up and return its handle; on failure nothing of it is left."""
+        run_dir = self._require_open()
+        with self._lock:
+            self._counter += 1
+            deployment_id = f"{topology.name}{self._counter}"
+        self._preflight(topology)
+        undo = Undo()
+        try:
+            deployment = self._deploy(topology, deployment_id, run_dir, undo)
+        except BaseException as exc:
+            failures = undo.run()
+            if failures:
+                exc.add_note("cleanup after the failed deploy also failed: "
+                             + "; ".join(failures))
+            raise
+        self._deployments.append(deployment)
+        return deployment
+
+    def _preflight(self, topology: Topology) -> None:
+        """Check binaries before anything starts, so a missing one leaves nothing behind."""
+        if topology.proxied_links:
+            TOXIPROXY.require()
+        if topology.needs_broker:
+            RABBITMQ.require()
+            EPMD.require()
+
+    def _deploy(self, topology: Topology, deployment_id: str, run_dir: Path,
+                undo: Undo) -> Deployment:
+        started = time.monotonic()
+        ports: dict[str, int] = {}
+        for spec in topology.services:
+            if spec.port is not None:
+                ports[spec.name] = claim_fixed_port(spec.port, self.run_id,
+                                                    f"service {topology.name}.{spec.name}")
+        for spec in topology.services:
+            ports.setdefault(spec.name, allocate_port(self.run_id))
+
+        toxiproxy = self.toxiproxy() if topology.proxied_links else None
+        broker_access = self._setup_broker(topology, deployment_id, undo)
+
+        proxies: dict[str, ProxyEndpoint] = {}
+        for link in topology.proxied_links:
+            assert toxiproxy is not None
+            upstream_port = (broker_access.address.amqp_port if link.protocol == "amqp"
+                             else ports[link.target])
+            upstream = f"127.0.0.1:{upstream_port}"
+            proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
+            info = toxiproxy.client.create_proxy(proxy_name, allocate_port(self.run_id),
+                                                 upstream)
+            undo.push(lambda n=proxy_name, c=toxiproxy.client: c.delete_proxy(n))
+            proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
+
+        services_dir = run_dir / deployment_id
+        services: dict[str, LocalService] = {}
+        for spec in topology.services:
+            config = self._service_config(topology, spec.name, ports, proxies, broker_access,
+                                          services_dir)
+            config_path = config.write(services_dir / f"{spec.name}.json")
+            process = ManagedProcess(
+                f"{deployment_id}.{spec.name}",
+                [sys.executable, "-m", "testbed.services", str(config_path)],
+                self.run_id, run_dir / "logs" / f"{deployment_id}.{spec.name}.log")
+            services[spec.name] = LocalService(spec.name, process, ports[spec.name])
+
+        for service in services.values():
+            undo.push(service.process.kill)
+            service.process.start()
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+            for future in [pool.submit(s.wait_ready) for s in services.values()]:
+                future.result()
+        self.timings[f"deploy_{deployment_id}_s"] = time.monotonic() - started
+
+        def teardown() -> None:
+            failures = undo.run()
+            self._deployments[:] = [d for d in self._deployments if d.id != deployment_id]
+            if failures:
+                raise TestbedError(f"teardown of {deployment_id} failed: {failures}")
+
+        return Deployment(deployment_id, topology, self.name, dict(services), proxies,
+                          broker_access, toxiproxy.client if toxiproxy else None, teardown)
+
+    def _setup_broker(self, topology: Topology, deployment_id: str,
+                      undo: Undo) -> BrokerAccess | None:
+        if topology.broker is None:
+            return None
+        node = self.broker()
+        admin = node.admin
+        vhost = f"{self.run_id}.{deployment_id}"
+        admin.create_vhost(vhost)
+        undo.push(lambda: admin.delete_vhost(vhost))
+        admin.declare_exchange(vhost, topology.broker.exchange)
+        queues = []
+        for spec in topology.services:
+            if spec.consumes:
+                admin.declare_queue(vhost, spec.name)
+                admin.bind(vhost, topology.broker.exchange, spec.name, spec.consumes)
+                queues.append(spec.name)
+        return BrokerAccess(node.address, vhost, topology.broker.exchange, tuple(queues), admin)
+
+    def _service_config(self, topology: Topology, name: str, ports: dict[str, int],
+                        proxies: dict[str, ProxyEndpoint], broker: BrokerAccess | None,
+                        directory: Path) -> ServiceConfig:
+        spec = topology.service(name)
+        downstream_url = None
+        link = topology.downstream(name)
+        if link is not None:
+            port = proxies[link.name].listen_port if link.proxied else ports[link.target]
+            downstream_url = f"http://127.0.0.1:{port}"
+        amqp = None
+        amqp_link = topology.amqp_link(name)
+        if amqp_link is not None and broker is not None:
+            port = (proxies[amqp_link.name].listen_port if amqp_link.proxied
+                    else broker.address.amqp_port)
+            amqp = AmqpTarget("127.0.0.1", port, broker.vhost, broker.address.user,
+                              broker.address.password, broker.exchange)
+        return ServiceConfig(
+            name=name, role=spec.role, host="127.0.0.1", port=ports[name], knobs=spec.knobs,
+            ledger_path=str(directory / f"{name}.ledger"), downstream_url=downstream_url,
+            amqp=amqp, consumes=spec.consumes, publishes=spec.publishes,
+            queue=name if spec.consumes else None)

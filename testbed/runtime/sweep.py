@@ -1,0 +1,68 @@
+"""Removing what a run left behind: its tagged processes, port reservations and files.
+
+Shared by the watchdog (one run, right after its controller died) and ``testbed gc``
+(every run whose controller is gone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from testbed.ports import release_ports, reservations
+from testbed.runs import (
+    kill_processes,
+    known_runs,
+    process_run_id,
+    remove_run_dir,
+    run_dir,
+    tagged_processes,
+)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep removed, for the gc command's output and for tests."""
+
+    runs: list[str] = field(default_factory=list)
+    processes: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.runs or self.processes or self.ports)
+
+
+def sweep_run(run_id: str, report: SweepReport | None = None) -> SweepReport:
+    """Kill a run's processes, free its ports, delete its directory."""
+    report = report or SweepReport()
+    procs = tagged_processes(run_id)
+    for proc in procs:
+        try:
+            report.processes.append(f"{proc.pid} {proc.name()} ({run_id})")
+        except Exception:  # noqa: BLE001 - the process may be gone already
+            report.processes.append(f"{proc.pid} ({run_id})")
+    kill_processes(procs)
+    held = [port for port, owner in reservations().items() if owner == run_id]
+    release_ports(run_id)
+    report.ports.extend(held)
+    if run_dir(run_id).exists():
+        remove_run_dir(run_id)
+        report.runs.append(run_id)
+    return report
+
+
+def live_runs() -> set[str]:
+    """Runs whose controller process is still alive."""
+    return {record.run_id for _, record in known_runs()
+            if record is not None and record.controller_alive()}
+
+
+def collect_garbage() -> SweepReport:
+    """Sweep every run whose controller is gone (what ``testbed gc`` does)."""
+    alive = live_runs()
+    report = SweepReport()
+    dead = {directory.name for directory, _ in known_runs()} - alive
+    dead |= {tag for proc in tagged_processes() if (tag := process_run_id(proc))} - alive
+    dead |= set(reservations().values()) - alive
+    for run_id in sorted(dead):
+        sweep_run(run_id, report)
+    return report

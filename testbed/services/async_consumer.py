@@ -1,0 +1,79 @@
+"""An async stage: consume the previous stage's event, do its part, publish its own, ack.
+
+Manual acks after the work and the (confirmed) publish, so a crash before the ack means
+redelivery, not loss: at-least-once, as a real consumer would run. The consume loop
+reconnects with capped backoff; /health reports whether it is consuming right now.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from testbed.services.amqp import PERSISTENT, connection_parameters
+from testbed.services.common import common_routes
+from testbed.services.config import ServiceConfig
+from testbed.services.ledger import Ledger
+from testbed.services.stats import Stats
+from testbed.services.wsgi import make_app, serve
+
+
+class Consumer:
+    def __init__(self, config: ServiceConfig, stats: Stats, ledger: Ledger) -> None:
+        assert config.amqp is not None and config.queue is not None
+        self.config = config
+        self.stats = stats
+        self.ledger = ledger
+        self.params = connection_parameters(config.amqp, config.knobs.heartbeat_s)
+        self.consuming = False
+
+    def on_message(self, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        self.stats.count("received")
+        if method.redelivered:
+            self.stats.count("redelivered")
+        with self.stats.busy():
+            order = json.loads(body)
+            if self.config.knobs.work_ms:
+                time.sleep(self.config.knobs.work_ms / 1000.0)
+            self.ledger.record(order["order_id"])
+            if self.config.publishes:
+                assert self.config.amqp is not None
+                channel.basic_publish(self.config.amqp.exchange, self.config.publishes, body,
+                                      properties=PERSISTENT, mandatory=True)
+            channel.basic_ack(method.delivery_tag)
+        self.stats.count("ok")
+
+    def run_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                connection = pika.BlockingConnection(self.params)
+                channel = connection.channel()
+                channel.confirm_delivery()
+                channel.basic_qos(prefetch_count=self.config.knobs.prefetch)
+                channel.basic_consume(self.config.queue, self.on_message)
+                self.consuming = True
+                failures = 0
+                channel.start_consuming()
+            except (pika.exceptions.AMQPError, OSError):
+                self.stats.count("reconnects")
+            finally:
+                self.consuming = False
+            failures += 1
+            time.sleep(min(2.0, 0.1 * 2 ** min(failures, 5)))
+
+
+def run(config: ServiceConfig) -> None:
+    stats = Stats(config.name, config.role, config.knobs.prefetch)
+    ledger = Ledger(Path(config.ledger_path))
+    consumer = Consumer(config, stats, ledger)
+    app = make_app(common_routes(stats, ledger, healthy=lambda: consumer.consuming), stats)
+    threading.Thread(target=serve, args=(app, config.host, config.port, 2, 16),
+                     name="http", daemon=True).start()
+    consumer.run_forever()

@@ -1,0 +1,72 @@
+"""A minimal JSON-over-WSGI router shared by every service, and the waitress server.
+
+Waitress serves with a fixed pool of worker threads (``threads``) and a bounded accept
+backlog, so a sync service really runs out of workers when its downstream is slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from waitress.server import create_server
+
+from testbed.services.stats import Stats
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+
+
+Handler = Callable[[Environ], Reply]
+
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+            503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def read_json(environ: Environ) -> Any:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    return json.loads(raw or b"null")
+
+
+def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app dispatching on (method, path); every request counts as in flight."""
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        handler = routes.get((method, environ.get("PATH_INFO", "")))
+        # Only business requests count as in flight; probes (GET) would blur saturation.
+        with stats.busy() if method != "GET" else contextlib.nullcontext():
+            if handler is None:
+                reply = Reply(404, {"error": "no such route"})
+            else:
+                try:
+                    reply = handler(environ)
+                except ValueError as exc:
+                    reply = Reply(400, {"error": f"bad request: {exc}"})
+        body = json.dumps(reply.body).encode()
+        start_response(f"{reply.status} {_REASONS.get(reply.status, 'Status')}",
+                       [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def serve(app: Callable[..., Iterable[bytes]], host: str, port: int, threads: int,
+          backlog: int) -> None:
+    """Serve forever with a bounded worker pool and accept backlog."""
+    server = create_server(app, host=host, port=port, threads=threads, backlog=backlog,
+                           connection_limit=max(100, backlog * 2), channel_timeout=30,
+                           ident="testbed")
+    server.run()

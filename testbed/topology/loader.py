@@ -1,0 +1,72 @@
+"""Reading a topology from a mapping or a TOML file, with errors that name the field."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import TopologyError
+from testbed.topology.model import BrokerSpec, LinkSpec, ServiceSpec, Topology, knobs_from_dict
+
+_TOP_KEYS = {"name", "shape", "entry", "services", "links", "broker"}
+_SERVICE_KEYS = {"name", "role", "knobs", "consumes", "publishes", "port"}
+_LINK_KEYS = {"source", "target", "protocol", "proxied"}
+
+
+def _only(path: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise TopologyError(path, f"expected a table, got {type(data).__name__}",
+                            "write it as a table of key = value")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise TopologyError(f"{path}.{unknown[0]}", "unknown key",
+                            f"use only {sorted(allowed)}")
+
+
+def _required(path: str, data: Mapping[str, Any], key: str) -> Any:
+    if key not in data:
+        raise TopologyError(f"{path}.{key}", "missing", f"add {key} = ...")
+    return data[key]
+
+
+def topology_from_dict(data: Mapping[str, Any]) -> Topology:
+    """Build and validate a Topology from plain data (parsed TOML or JSON)."""
+    _only("topology", data, _TOP_KEYS)
+    services = []
+    for index, raw in enumerate(_required("topology", data, "services")):
+        path = f"services[{index}]"
+        _only(path, raw, _SERVICE_KEYS)
+        knobs = knobs_from_dict(dict(raw.get("knobs", {})), f"{path}.knobs")
+        services.append(ServiceSpec(
+            name=_required(path, raw, "name"), role=_required(path, raw, "role"),
+            knobs=knobs, consumes=raw.get("consumes"), publishes=raw.get("publishes"),
+            port=raw.get("port")))
+    links = []
+    for index, raw in enumerate(data.get("links", [])):
+        path = f"links[{index}]"
+        _only(path, raw, _LINK_KEYS)
+        links.append(LinkSpec(_required(path, raw, "source"), _required(path, raw, "target"),
+                              _required(path, raw, "protocol"), bool(raw.get("proxied", True))))
+    broker = None
+    if "broker" in data:
+        _only("broker", data["broker"], {"exchange"})
+        broker = BrokerSpec(**data["broker"])
+    return Topology(name=_required("topology", data, "name"),
+                    shape=_required("topology", data, "shape"),
+                    entry=_required("topology", data, "entry"),
+                    services=tuple(services), links=tuple(links), broker=broker)
+
+
+def load_topology(path: Path) -> Topology:
+    """Read a TOML topology file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise TopologyError("file", f"cannot read {path}: {exc.strerror}",
+                            "give the path of an existing TOML file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError("file", f"{path} is not valid TOML ({exc})",
+                            "fix the syntax at the position shown") from exc
+    return topology_from_dict(data)

@@ -1,0 +1,262 @@
+"""The declarative topology: services, links, broker and resilience knobs.
+
+Every dataclass validates itself on construction, so an invalid topology cannot
+exist; the error names the field, the problem and the fix. Proxies are not listed
+separately: every link with ``proxied=True`` gets one Toxiproxy proxy named after it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from testbed.errors import TopologyError
+
+Protocol = Literal["http", "amqp"]
+Role = Literal["http_stage", "async_gateway", "async_consumer"]
+Shape = Literal["sync", "async"]
+
+BROKER = "broker"
+ROLES: tuple[str, ...] = ("http_stage", "async_gateway", "async_consumer")
+PROTOCOLS: tuple[str, ...] = ("http", "amqp")
+SHAPES: tuple[str, ...] = ("sync", "async")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def check_name(path: str, name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise TopologyError(
+            path,
+            f"{name!r} is not a valid name",
+            "use 1-31 lowercase letters, digits or underscores, starting with a letter",
+        )
+
+
+def _positive(path: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise TopologyError(path, f"{value!r} is not allowed", f"give a number {bound}")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Resilience and capacity settings of one service (all off or modest by default)."""
+
+    pool_size: int = 8  # sync: worker threads serving requests (pool exhaustion = cascade)
+    accept_backlog: int = 64  # sync: listen() backlog of the server socket
+    timeout_s: float = 2.0  # sync: timeout of the call to the downstream hop
+    work_ms: float = 0.0  # simulated processing time per order
+    prefetch: int = 10  # async: unacked deliveries a consumer may hold
+    heartbeat_s: int = 10  # async: AMQP heartbeat, how fast a dead peer is noticed
+
+    def __post_init__(self) -> None:
+        for name in ("pool_size", "accept_backlog", "prefetch", "heartbeat_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TopologyError(f"knobs.{name}", f"{value!r} is not allowed",
+                                    "give a whole number of 1 or more")
+        _positive("knobs.timeout_s", self.timeout_s)
+        _positive("knobs.work_ms", self.work_ms, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of the system under test."""
+
+    name: str
+    role: Role
+    knobs: Knobs = field(default_factory=Knobs)
+    consumes: str | None = None  # async consumer: routing key of the event it handles
+    publishes: str | None = None  # async: routing key of the event it emits
+    port: int | None = None  # fixed listen port; None lets the runtime allocate one
+
+    def __post_init__(self) -> None:
+        check_name("services[].name", self.name)
+        where = f"services[{self.name}]"
+        if self.role not in ROLES:
+            raise TopologyError(f"{where}.role", f"unknown role {self.role!r}",
+                                f"use one of {', '.join(ROLES)}")
+        if self.role == "async_consumer" and not self.consumes:
+            raise TopologyError(f"{where}.consumes", "an async consumer consumes nothing",
+                                "name the event (routing key) it consumes")
+        if self.role != "async_consumer" and self.consumes:
+            raise TopologyError(f"{where}.consumes", f"a {self.role} cannot consume",
+                                "remove 'consumes' or make the role async_consumer")
+        if self.role == "async_gateway" and not self.publishes:
+            raise TopologyError(f"{where}.publishes", "an async gateway publishes nothing",
+                                "name the event (routing key) it publishes")
+        if self.role == "http_stage" and self.publishes:
+            raise TopologyError(f"{where}.publishes", "an http_stage does not publish",
+                                "remove 'publishes' or use an async role")
+        if self.port is not None and (
+            not isinstance(self.port, int) or not 1024 <= self.port <= 65535
+        ):
+            raise TopologyError(f"{where}.port", f"{self.port!r} is not a usable port",
+                                "give a port from 1024 to 65535, or leave it out")
+        if not isinstance(self.knobs, Knobs):
+            raise TopologyError(f"{where}.knobs", "knobs must be a Knobs object",
+                                "build it with Knobs(...) or from a mapping via from_dict")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A dependency: source calls target over http, or source talks amqp to the broker."""
+
+    source: str
+    target: str
+    protocol: Protocol
+    proxied: bool = True
+
+    @property
+    def name(self) -> str:
+        """The link's (and its proxy's) name, e.g. ``orders-payments``."""
+        return f"{self.source}-{self.target}"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise TopologyError(f"links[{self.name}].protocol",
+                                f"unknown protocol {self.protocol!r}", "use 'http' or 'amqp'")
+        if self.protocol == "amqp" and self.target != BROKER:
+            raise TopologyError(f"links[{self.name}].target",
+                                "an amqp link must point at the broker",
+                                f"set target to {BROKER!r}")
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """The broker objects an async topology needs."""
+
+    exchange: str = "orders"
+
+    def __post_init__(self) -> None:
+        check_name("broker.exchange", self.exchange)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A whole system under test: the services, who calls whom, and the broker."""
+
+    name: str
+    shape: Shape
+    entry: str
+    services: tuple[ServiceSpec, ...]
+    links: tuple[LinkSpec, ...]
+    broker: BrokerSpec | None = None
+
+    def __post_init__(self) -> None:
+        check_name("name", self.name)
+        if self.shape not in SHAPES:
+            raise TopologyError("shape", f"unknown shape {self.shape!r}",
+                                "use 'sync' or 'async'")
+        if not self.services:
+            raise TopologyError("services", "no services", "add at least one service")
+        names = [s.name for s in self.services]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise TopologyError("services", f"duplicate names {duplicates}",
+                                "give every service its own name")
+        if self.entry not in names:
+            raise TopologyError("entry", f"{self.entry!r} is not a service",
+                                f"use one of {names}")
+        self._check_links(set(names))
+        self._check_broker()
+
+    def _check_links(self, names: set[str]) -> None:
+        seen = set()
+        for link in self.links:
+            if link.source not in names:
+                raise TopologyError(f"links[{link.name}].source",
+                                    f"{link.source!r} is not a service",
+                                    f"use one of {sorted(names)}")
+            if link.protocol == "http" and link.target not in names:
+                raise TopologyError(f"links[{link.name}].target",
+                                    f"{link.target!r} is not a service",
+                                    f"use one of {sorted(names)}")
+            if link.source == link.target:
+                raise TopologyError(f"links[{link.name}]", "a service cannot call itself",
+                                    "point the link at another service")
+            if link.name in seen:
+                raise TopologyError(f"links[{link.name}]", "duplicate link",
+                                    "declare each link once")
+            seen.add(link.name)
+        for service in self.services:
+            calls = [lk for lk in self.links if lk.source == service.name
+                     and lk.protocol == "http"]
+            if len(calls) > 1:
+                raise TopologyError(f"links[{service.name}-*]",
+                                    "a service calls more than one downstream",
+                                    "chain the services: one http downstream per service")
+            if service.role != "http_stage" and calls:
+                raise TopologyError(f"links[{calls[0].name}]",
+                                    f"{service.role} {service.name!r} cannot make http calls",
+                                    "only http_stage services call downstream over http")
+        self._check_acyclic()
+
+    def _check_acyclic(self) -> None:
+        for service in self.services:
+            seen = {service.name}
+            current = self.downstream(service.name)
+            while current is not None:
+                if current.target in seen:
+                    raise TopologyError(f"links[{current.name}]", "the http links form a cycle",
+                                        "make the call graph a chain without loops")
+                seen.add(current.target)
+                current = self.downstream(current.target)
+
+    def _check_broker(self) -> None:
+        async_services = [s for s in self.services if s.role != "http_stage"]
+        if async_services and self.broker is None:
+            raise TopologyError("broker", "async services need a broker",
+                                "add broker=BrokerSpec()")
+        for service in async_services:
+            if self.amqp_link(service.name) is None:
+                raise TopologyError(f"links[{service.name}-{BROKER}]",
+                                    f"async service {service.name!r} has no amqp link",
+                                    f"add LinkSpec({service.name!r}, {BROKER!r}, 'amqp')")
+        published = {s.publishes for s in self.services if s.publishes}
+        for service in self.services:
+            if service.consumes and service.consumes not in published:
+                raise TopologyError(f"services[{service.name}].consumes",
+                                    f"nothing publishes {service.consumes!r}",
+                                    f"consume one of {sorted(published)}")
+
+    # -- queries ---------------------------------------------------------------------
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no service {name!r} in topology {self.name!r}")
+
+    def downstream(self, name: str) -> LinkSpec | None:
+        """The http link a service calls, if any."""
+        for link in self.links:
+            if link.source == name and link.protocol == "http":
+                return link
+        return None
+
+    def amqp_link(self, name: str) -> LinkSpec | None:
+        for link in self.links:
+            if link.source == name and link.protocol == "amqp":
+                return link
+        return None
+
+    @property
+    def needs_broker(self) -> bool:
+        return self.broker is not None
+
+    @property
+    def proxied_links(self) -> tuple[LinkSpec, ...]:
+        return tuple(link for link in self.links if link.proxied)
+
+
+def knobs_from_dict(data: dict[str, object], path: str = "knobs") -> Knobs:
+    known = {f.name for f in fields(Knobs)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TopologyError(f"{path}.{unknown[0]}", "unknown knob",
+                            f"use one of {sorted(known)}")
+    return Knobs(**data)  # type: ignore[arg-type]
