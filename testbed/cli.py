@@ -116,7 +116,7 @@ def _up_detached(args: argparse.Namespace) -> int:
         argv += ["--port", pair]
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"testbed-up-{run_id}.log"
     with log.open("wb") as out:
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
     state_file = run_dir(run_id) / UP_STATE
     deadline = time.monotonic() + 120

@@ -11,6 +11,7 @@ it even when the controller is gone:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -116,10 +117,8 @@ def process_run_id(proc: psutil.Process) -> str | None:
 def kill_processes(procs: list[psutil.Process], timeout: float = 5.0) -> None:
     """SIGKILL the given processes and wait for them to be gone (reaped or reparented)."""
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(procs, timeout=timeout)
 
 

@@ -56,7 +56,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             try:
-                self._proc = subprocess.Popen(  # noqa: S603 - argv built by the testbed
+                self._proc = subprocess.Popen(
                     self.argv, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, env=env, cwd=self.cwd,
                     start_new_session=True)

@@ -21,7 +21,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float,
         try:
             if check():
                 return time.monotonic() - start
-        except Exception:  # noqa: BLE001 - any failure of a probe means "not yet"
+        except Exception:
             pass
         if process is not None and not process.running():
             raise StartupError(what, f"its process exited with code {process.exit_code()}",

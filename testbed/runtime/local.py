@@ -9,6 +9,7 @@ ports. A failed deploy undoes whatever it had started before re-raising.
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import sys
 import threading
@@ -88,7 +89,7 @@ class Undo:
             action = self._actions.pop()
             try:
                 action()
-            except Exception as exc:  # noqa: BLE001 - keep undoing; report at the end
+            except Exception as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
         return failures
 
@@ -137,7 +138,7 @@ class LocalRuntime:
         for deployment in list(self._deployments):
             try:
                 deployment.close()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down
+            except Exception as exc:
                 problems.append(f"deployment {deployment.id}: {exc}")
         if self._broker is not None:
             self._broker.stop()
@@ -237,13 +238,16 @@ class LocalRuntime:
         proxies: dict[str, ProxyEndpoint] = {}
         for link in topology.proxied_links:
             assert toxiproxy is not None
-            upstream_port = (broker_access.address.amqp_port if link.protocol == "amqp"
-                             else ports[link.target])
+            if link.protocol == "amqp":
+                assert broker_access is not None
+                upstream_port = broker_access.address.amqp_port
+            else:
+                upstream_port = ports[link.target]
             upstream = f"127.0.0.1:{upstream_port}"
             proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
             info = toxiproxy.client.create_proxy(proxy_name, allocate_port(self.run_id),
                                                  upstream)
-            undo.push(lambda n=proxy_name, c=toxiproxy.client: c.delete_proxy(n))
+            undo.push(functools.partial(toxiproxy.client.delete_proxy, proxy_name))
             proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
 
         services_dir = run_dir / deployment_id

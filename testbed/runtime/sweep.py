@@ -38,7 +38,7 @@ def sweep_run(run_id: str, report: SweepReport | None = None) -> SweepReport:
     for proc in procs:
         try:
             report.processes.append(f"{proc.pid} {proc.name()} ({run_id})")
-        except Exception:  # noqa: BLE001 - the process may be gone already
+        except Exception:
             report.processes.append(f"{proc.pid} ({run_id})")
     kill_processes(procs)
     held = [port for port, owner in reservations().items() if owner == run_id]

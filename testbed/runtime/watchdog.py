@@ -27,7 +27,7 @@ def spawn(run_id: str, log_path: Path) -> subprocess.Popen[bytes]:
     """Start the watchdog for a run; keep the returned Popen (its stdin is the lifeline)."""
     env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
     with log_path.open("ab") as log:
-        return subprocess.Popen(  # noqa: S603 - fixed argv
+        return subprocess.Popen(
             [sys.executable, "-m", "testbed.runtime.watchdog", run_id],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)

@@ -6,6 +6,7 @@ own connection and confirm-mode channel, and reconnects once if it finds it brok
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -45,10 +46,8 @@ class Publisher:
         connection = getattr(self._local, "connection", None)
         self._local.channel = None
         if connection is not None and connection.is_open:
-            try:
+            with contextlib.suppress(pika.exceptions.AMQPError):
                 connection.close()
-            except pika.exceptions.AMQPError:
-                pass
 
     def publish(self, body: bytes) -> None:
         """Publish and wait for the broker's confirm; one reconnect on a stale channel."""

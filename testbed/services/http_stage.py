@@ -37,6 +37,14 @@ class Downstream:
         return self._session().post(self.url, json=order, timeout=self.timeout_s)
 
 
+def _cause(response: requests.Response) -> str:
+    """The downstream's own error text, so the edge shows the whole chain of causes."""
+    try:
+        return str(response.json().get("error", "no detail"))
+    except ValueError:
+        return response.text[:200] or "no detail"
+
+
 def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     stats = Stats(config.name, config.role, config.knobs.pool_size)
     ledger = Ledger(Path(config.ledger_path))
@@ -65,7 +73,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
             if response.status_code != 200:
                 stats.count("downstream_errors")
                 return Reply(502, {"error": f"{config.name}: downstream answered "
-                                            f"{response.status_code}"})
+                                            f"{response.status_code} ({_cause(response)})"})
             path += response.json().get("path", [])
         stats.count("ok")
         return Reply(200, {"order_id": order["order_id"], "path": path})

@@ -31,6 +31,10 @@ class Ledger:
         with self._lock:
             return dict(self._counts)
 
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._counts)

@@ -39,7 +39,10 @@ def read_json(environ: Environ) -> Any:
     return json.loads(raw or b"null")
 
 
-def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> Callable[..., Iterable[bytes]]:
+WsgiApp = Callable[..., Iterable[bytes]]
+
+
+def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> WsgiApp:
     """A WSGI app dispatching on (method, path); every request counts as in flight."""
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -63,7 +66,7 @@ def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> Callable[.
     return app
 
 
-def serve(app: Callable[..., Iterable[bytes]], host: str, port: int, threads: int,
+def serve(app: WsgiApp, host: str, port: int, threads: int,
           backlog: int) -> None:
     """Serve forever with a bounded worker pool and accept backlog."""
     server = create_server(app, host=host, port=port, threads=threads, backlog=backlog,

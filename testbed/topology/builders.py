@@ -10,6 +10,7 @@ async: gateway publishes order.placed; payments -> inventory -> notification
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ def sync_chain(depth: int = 3, knobs: Knobs | None = None,
     _check_overrides(names, overrides)
     services = tuple(ServiceSpec(n, "http_stage", _knobs_for(n, base, overrides))
                      for n in names)
-    links = tuple(LinkSpec(a, b, "http") for a, b in zip(names, names[1:], strict=False))
+    links = tuple(LinkSpec(a, b, "http") for a, b in itertools.pairwise(names))
     return Topology(name=name, shape="sync", entry="gateway", services=services, links=links)
 
 

@@ -1,0 +1,42 @@
+# Every target does its own set-up: a virtualenv in .venv, the package, and the
+# external components (toxiproxy-server, rabbitmq-server) when they are missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: setup demo test check lint unit bench gc clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/testbed setup
+
+demo: setup
+	$(BIN)/testbed demo
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS) tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check testbed tests benchmarks
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+check: lint unit
+
+bench: setup
+	$(BIN)/python benchmarks/bench_topology.py
+
+gc: $(STAMP)
+	$(BIN)/testbed gc
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,60 @@
+"""The testbed's pytest plugin (registered through the pytest11 entry point).
+
+Thin over the library: ``testbed_runtime`` is one opened runtime per test session
+(per xdist worker: each worker has its own run id, broker, Toxiproxy and ports), and
+``deploy`` brings topologies up for one test and tears them down after it, also when
+the test fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
+from testbed.topology import Topology
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testbed", "chaos testbed")
+    group.addoption("--runtime", default="local", choices=list(RUNTIMES),
+                    help="runtime backend for deployments (default: local)")
+    group.addoption("--report-dir", default="reports",
+                    help="where experiment reports are written (default: reports/)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "experiment: a chaos experiment with hypotheses")
+
+
+@pytest.fixture(scope="session")
+def testbed_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """One runtime (run id, broker, Toxiproxy) shared by the session's deployments."""
+    runtime = get_runtime(request.config.getoption("--runtime"))
+    runtime.open()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def deploy(testbed_runtime: Runtime) -> Iterator[Callable[[Topology], Deployment]]:
+    """Factory: ``deploy(topology)`` -> Deployment, torn down when the test ends."""
+    deployments: list[Deployment] = []
+
+    def _deploy(topology: Topology) -> Deployment:
+        deployment = testbed_runtime.deploy(topology)
+        deployments.append(deployment)
+        return deployment
+
+    yield _deploy
+    errors = []
+    for deployment in reversed(deployments):
+        try:
+            deployment.close()
+        except Exception as exc:
+            errors.append(f"{deployment.id}: {exc}")
+    if errors:
+        pytest.fail("teardown failed: " + "; ".join(errors))

@@ -1,0 +1,35 @@
+"""Helpers for integration tests: every test here uses real processes, Toxiproxy, RabbitMQ."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from testbed.ports import reservations
+from testbed.runs import run_dir, tagged_processes
+
+
+def leftovers(run_id: str) -> list[str]:
+    """What of a run still exists: processes, run directory, port reservations."""
+    found = [f"process {p.pid} {p.name()}" for p in tagged_processes(run_id)]
+    if run_dir(run_id).exists():
+        found.append(f"directory {run_dir(run_id)}")
+    found += [f"port {port}" for port, owner in reservations().items() if owner == run_id]
+    return found
+
+
+def wait_until_gone(run_id: str, timeout: float) -> list[str]:
+    """Poll until nothing of the run is left; returns what is left at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = leftovers(run_id)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)

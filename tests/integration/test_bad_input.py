@@ -1,0 +1,82 @@
+"""Bad input gets a clear error naming the problem and the fix, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from testbed.errors import MissingBinaryError, PortInUseError
+from testbed.runtime.local import LocalRuntime
+from testbed.topology import async_pipeline, sync_chain
+
+from .conftest import leftovers
+
+
+def test_missing_toxiproxy_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTBED_TOXIPROXY_SERVER", "/nonexistent/toxiproxy-server")
+    runtime = LocalRuntime()
+    with runtime, pytest.raises(MissingBinaryError) as info:
+        runtime.deploy(sync_chain(1))
+    assert "toxiproxy-server not found" in str(info.value)
+    assert "testbed setup" in str(info.value)
+    assert leftovers(runtime.run_id) == []
+
+
+def test_missing_rabbitmq_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTBED_RABBITMQ_SERVER", "/nonexistent/rabbitmq-server")
+    runtime = LocalRuntime()
+    with runtime, pytest.raises(MissingBinaryError, match=r"rabbitmq-server not found.*apt-get"):
+        runtime.deploy(async_pipeline(1))
+    assert leftovers(runtime.run_id) == []
+
+
+def test_fixed_port_already_in_use() -> None:
+    topology = sync_chain(2)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        services = tuple(replace(s, port=port) if s.name == "payments" else s
+                         for s in topology.services)
+        runtime = LocalRuntime()
+        with runtime, pytest.raises(PortInUseError) as info:
+            runtime.deploy(replace(topology, services=services))
+        assert f"port {port}" in str(info.value)
+        assert "service sync.payments" in str(info.value)
+        assert "Fix:" in str(info.value)
+    assert leftovers(runtime.run_id) == []
+
+
+def test_failed_service_start_undoes_the_partial_deploy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service that dies on start: the error carries its log; proxies and processes go."""
+    runtime = LocalRuntime()
+    with runtime:
+        monkeypatch.setattr(sys, "executable", "/bin/false")  # every service exits at once
+        with pytest.raises(Exception, match="exited with code 1"):
+            runtime.deploy(sync_chain(1))
+        monkeypatch.undo()
+        assert runtime.toxiproxy().client.proxies() == {}
+        assert not [p for p in leftovers(runtime.run_id) if "false" in p]
+    assert leftovers(runtime.run_id) == []
+
+
+def test_doctor_names_what_is_missing_and_how_to_install_it() -> None:
+    env = {"PATH": "/nonexistent", "TESTBED_TOXIPROXY_SERVER": "/nonexistent/t",
+           "HOME": "/tmp"}
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "doctor"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "MISSING  toxiproxy-server" in done.stdout
+    assert "go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0" in done.stdout
+    assert "testbed setup" in done.stderr
+
+
+def test_doctor_passes_here() -> None:
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "doctor"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok       rabbitmq-server" in done.stdout
