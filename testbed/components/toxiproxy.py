@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import requests
 import toxiproxy
+import toxiproxy.proxy
 from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
@@ -96,6 +97,33 @@ class ToxiproxyClient:
             return proxy.destroy() if proxy is not None else None
 
         self._call(f"delete proxy {name}", delete)
+
+    def _proxy(self, name: str) -> toxiproxy.proxy.Proxy:
+        proxy = toxiproxy.Toxiproxy().get_proxy(name)
+        if proxy is None:
+            raise NotFound(f"no proxy named {name}")
+        return proxy
+
+    def add_toxic(self, proxy: str, name: str, kind: str, stream: str, toxicity: float,
+                  attributes: dict[str, int]) -> None:
+        self._call(f"add toxic {name} to {proxy}", lambda: self._proxy(proxy).add_toxic(
+            name=name, type=kind, stream=stream, toxicity=toxicity, attributes=attributes))
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        self._call(f"remove toxic {name} from {proxy}",
+                   lambda: self._proxy(proxy).destroy_toxic(name))
+
+    def toxics(self, proxy: str) -> list[str]:
+        return sorted(self._call(f"list toxics of {proxy}",
+                                 lambda: self._proxy(proxy).toxics()))
+
+    def set_enabled(self, proxy: str, enabled: bool) -> None:
+        """Disabling drops every open connection and stops listening: a link down."""
+        def switch() -> None:
+            target = self._proxy(proxy)
+            target.enable() if enabled else target.disable()
+
+        self._call(f"{'enable' if enabled else 'disable'} {proxy}", switch)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

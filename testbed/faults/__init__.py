@@ -1,0 +1,21 @@
+"""Layer 4: faults as inject/remove pairs with guaranteed removal and proof of effect."""
+
+from testbed.faults.base import (
+    Fault,
+    FaultError,
+    FaultNotEffective,
+    FaultRemovalError,
+    FaultSpecError,
+    Verification,
+    injected,
+)
+from testbed.faults.catalog import FAULTS, make_fault
+from testbed.faults.network import LinkDown, ToxicFault
+from testbed.faults.process import CrashLoop, KillService, PauseService, RestartService
+from testbed.faults.schedule import Planned, Schedule
+from testbed.faults.timeline import Event, Timeline
+
+__all__ = ["FAULTS", "CrashLoop", "Event", "Fault", "FaultError", "FaultNotEffective",
+           "FaultRemovalError", "FaultSpecError", "KillService", "LinkDown", "PauseService",
+           "Planned", "RestartService", "Schedule", "Timeline", "ToxicFault", "Verification",
+           "injected", "make_fault"]
