@@ -15,8 +15,9 @@ from testbed.faults.process import CrashLoop, KillService, PauseService, Restart
 from testbed.runtime.base import Deployment
 
 NETWORK = (*TOXICS, "link_down")
-PROCESS: dict[str, Callable[..., Fault]] = {"kill": KillService, "pause": PauseService, "restart": RestartService,
-           "crash_loop": CrashLoop}
+PROCESS: dict[str, Callable[..., Fault]] = {
+    "kill": KillService, "pause": PauseService, "restart": RestartService,
+    "crash_loop": CrashLoop}
 FAULTS = (*NETWORK, *PROCESS)
 
 

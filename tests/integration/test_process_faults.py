@@ -1,0 +1,74 @@
+"""Process faults: kill, pause, restart, crash-loop, seen from the caller's side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from testbed.faults import Timeline, injected, make_fault
+from testbed.runtime import Deployment
+from testbed.topology import Knobs, async_pipeline, sync_chain
+
+Deploy = Callable[..., Deployment]
+
+
+@pytest.fixture
+def chain(deploy: Deploy) -> Deployment:
+    return deploy(sync_chain(1, knobs=Knobs(timeout_s=0.5)))
+
+
+def test_kill_refuses_then_the_service_comes_back(chain: Deployment) -> None:
+    timeline = Timeline()
+    with injected(make_fault(chain, "kill", "orders"), timeline):
+        assert chain.place_order("dead").status_code == 502
+        assert not chain.service("orders").running()
+    assert "refused" in timeline.of_kind("verify")[0].detail
+    assert chain.place_order("alive").status_code == 200
+
+
+def test_pause_hangs_callers_until_resumed(chain: Deployment) -> None:
+    with injected(make_fault(chain, "pause", "orders")):
+        answer = chain.place_order("frozen")
+        assert answer.status_code == 504
+    assert chain.place_order("thawed").status_code == 200
+
+
+def test_restart_resets_the_service(chain: Deployment) -> None:
+    before = chain.stats("orders")["uptime_s"]
+    time.sleep(0.3)
+    with injected(make_fault(chain, "restart", "orders")):
+        assert chain.stats("orders")["uptime_s"] < before + 0.3
+    assert chain.place_order("after-restart").status_code == 200
+
+
+def test_crash_loop_crashes_repeatedly_and_ends_up(chain: Deployment) -> None:
+    fault = make_fault(chain, "crash_loop", "orders", down_s=0.3, up_s=0.3)
+    statuses = set()
+    with injected(fault):
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            statuses.add(chain.place_order(f"loop-{time.monotonic()}").status_code)
+            time.sleep(0.05)
+    assert fault.crashes >= 2  # type: ignore[attr-defined]
+    assert {200, 502} <= statuses
+    assert chain.place_order("steady").status_code == 200
+
+
+def test_paused_consumer_stops_acking(deploy: Deploy) -> None:
+    deployment = deploy(async_pipeline(1, knobs=Knobs(prefetch=5)))
+    broker = deployment.broker
+    assert broker is not None
+    with injected(make_fault(deployment, "pause", "payments")):
+        for index in range(20):
+            assert deployment.place_order(f"held-{index}").status_code == 202
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and broker.queue_state("payments").messages < 20:
+            time.sleep(0.1)
+        state = broker.queue_state("payments")
+        assert state.messages == 20  # nothing was acked while frozen
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(deployment.ledger("payments")) < 20:
+        time.sleep(0.1)
+    assert len(deployment.ledger("payments")) == 20
