@@ -8,7 +8,9 @@ non-loopback peers (a published container port counts as one).
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,12 @@ class RabbitAdmin:
     @staticmethod
     def _q(name: str) -> str:
         return urllib.parse.quote(name, safe="")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/nodes").json())
+
+    def purge(self, vhost: str, queue: str) -> None:
+        self._request("DELETE", f"/queues/{self._q(vhost)}/{self._q(queue)}/contents")
 
     def overview(self) -> dict[str, Any]:
         return dict(self._request("GET", "/overview").json())
@@ -171,8 +179,10 @@ class RabbitNode:
         self.admin = RabbitAdmin(self.address)
 
     def start(self, timeout: float = 60.0) -> float:
-        """Boot the node; returns the seconds until its management API answered."""
-        self.epmd.start()
+        """Boot the node (again, after a halt: same name, data and users); returns the
+        seconds until its management API answered."""
+        if not self.epmd.running():
+            self.epmd.start()
         self.process.start()
         return wait_until(self._ready, f"RabbitMQ node {self.node_name}", timeout,
                           self.process, interval=0.1)
@@ -180,6 +190,38 @@ class RabbitNode:
     def _ready(self) -> bool:
         overview = self.admin.overview()
         return bool(overview.get("rabbitmq_version"))
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def halt(self, graceful: bool = True) -> None:
+        """Take the broker down but keep its data, so start() brings it back as it was."""
+        if graceful:
+            self.process.stop(grace=30.0)  # SIGTERM: RabbitMQ shuts down in order
+        else:
+            self.process.kill()
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run rabbitmqctl against this node (it finds it through our epmd and cookie)."""
+        ctl = str(Path(RABBITMQ.require()).with_name("rabbitmqctl"))
+        try:
+            done = subprocess.run([ctl, "-n", self.node_name, *args], env={**os.environ,
+                                  **self.env}, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BrokerError(f"rabbitmqctl {' '.join(args)} failed: {exc}") from exc
+        if done.returncode != 0:
+            raise BrokerError(f"rabbitmqctl {' '.join(args)} exited {done.returncode}: "
+                              f"{(done.stderr or done.stdout).strip()[-500:]}")
+        return done.stdout
+
+    def set_memory_high_watermark(self, fraction: float) -> None:
+        """A tiny watermark raises the memory alarm at once: publishers get blocked."""
+        self.ctl("set_vm_memory_high_watermark", f"{fraction:.10f}")
+
+    def memory_alarm(self) -> bool:
+        nodes = self.admin.nodes()
+        return any(node.get("mem_alarm") for node in nodes)
 
     def stop(self) -> None:
         """Throw the node away: its data dir is temporary, so no graceful shutdown."""

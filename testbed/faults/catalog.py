@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from testbed.faults.application import ErrorRate, FailFirst, RouteError
 from testbed.faults.base import Fault, FaultSpecError
+from testbed.faults.broker import BrokerDown, MemoryAlarm, PoisonMessage, QueuePurge
 from testbed.faults.network import TOXICS, LinkDown, ToxicFault
 from testbed.faults.process import CrashLoop, KillService, PauseService, RestartService
 from testbed.runtime.base import Deployment
@@ -18,11 +20,17 @@ NETWORK = (*TOXICS, "link_down")
 PROCESS: dict[str, Callable[..., Fault]] = {
     "kill": KillService, "pause": PauseService, "restart": RestartService,
     "crash_loop": CrashLoop}
-FAULTS = (*NETWORK, *PROCESS)
+BROKER: dict[str, Callable[..., Fault]] = {
+    "broker_down": BrokerDown, "memory_alarm": MemoryAlarm, "poison": PoisonMessage,
+    "purge": QueuePurge}
+APPLICATION: dict[str, Callable[..., Fault]] = {
+    "error_rate": ErrorRate, "fail_first": FailFirst, "route_error": RouteError}
+FAULTS = (*NETWORK, "amqp_link_cut", *PROCESS, *BROKER, *APPLICATION)
 
 
 def make_fault(deployment: Deployment, name: str, target: str, **params: Any) -> Fault:
-    """A fault by name: network faults target a link, process faults a service."""
+    """A fault by name. Targets: a link for network faults; a service for process and
+    application faults; a queue for poison and purge; "" for broker_down, memory_alarm."""
     if name in TOXICS:
         stream = params.pop("stream", "downstream")
         toxicity = params.pop("toxicity", 1.0)
@@ -30,14 +38,34 @@ def make_fault(deployment: Deployment, name: str, target: str, **params: Any) ->
     if name == "link_down":
         _no_params(name, params)
         return LinkDown(deployment, target)
+    if name == "amqp_link_cut":
+        _no_params(name, params)
+        if not target.endswith("-broker"):
+            raise FaultSpecError(f"amqp_link_cut needs an AMQP link like 'payments-broker', "
+                                 f"got {target!r}")
+        return LinkDown(deployment, target)
     if name in PROCESS:
         if name != "crash_loop":
             _no_params(name, params)
-        try:
-            return PROCESS[name](deployment, target, **params)
-        except TypeError as exc:
-            raise FaultSpecError(f"{name}: {exc}") from exc
+        return _build(name, PROCESS[name], deployment, target, params)
+    if name in BROKER:
+        if name in ("broker_down", "memory_alarm"):
+            if target:
+                raise FaultSpecError(f"{name} acts on the whole broker; give target ''")
+            return _build(name, BROKER[name], deployment, None, params)
+        return _build(name, BROKER[name], deployment, target, params)
+    if name in APPLICATION:
+        return _build(name, APPLICATION[name], deployment, target, params)
     raise FaultSpecError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+
+
+def _build(name: str, factory: Callable[..., Fault], deployment: Deployment,
+           target: str | None, params: dict[str, Any]) -> Fault:
+    args = (deployment,) if target is None else (deployment, target)
+    try:
+        return factory(*args, **params)
+    except TypeError as exc:
+        raise FaultSpecError(f"{name}: impossible parameters {sorted(params)} ({exc})") from exc
 
 
 def _no_params(name: str, params: dict[str, Any]) -> None:

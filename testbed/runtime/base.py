@@ -48,15 +48,36 @@ class ProxyEndpoint:
     upstream: str
 
 
+class BrokerControl(Protocol):
+    """What broker faults need from the broker, whatever runs it (process, container)."""
+
+    def running(self) -> bool: ...
+    def halt(self, graceful: bool = True) -> None: ...  # down, data kept
+    def start(self, timeout: float = 60.0) -> float: ...  # back up, as it was
+    def set_memory_high_watermark(self, fraction: float) -> None: ...
+    def memory_alarm(self) -> bool: ...
+
+
+def dead_letter_exchange(exchange: str) -> str:
+    return f"{exchange}.dlx"
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Where a consumer queue's dead letters go (routed by the queue's name)."""
+    return f"{queue}.dlq"
+
+
 @dataclass(frozen=True)
 class BrokerAccess:
-    """A deployment's slice of the broker: its vhost, exchange and queues."""
+    """A deployment's slice of the broker: its vhost, exchange and queues, and the broker's
+    controls (shared by every deployment of the run: taking it down hits them all)."""
 
     address: BrokerAddress
     vhost: str
     exchange: str
     queues: tuple[str, ...]
     admin: RabbitAdmin
+    control: BrokerControl
 
     def queue_state(self, queue: str) -> QueueState:
         return self.admin.queue(self.vhost, queue)

@@ -27,7 +27,13 @@ from testbed.errors import StateError, TestbedError
 from testbed.ports import allocate_port, claim_fixed_port, release_ports
 from testbed.runs import create_run, new_run_id, remove_run_dir
 from testbed.runtime import watchdog
-from testbed.runtime.base import BrokerAccess, Deployment, ProxyEndpoint
+from testbed.runtime.base import (
+    BrokerAccess,
+    Deployment,
+    ProxyEndpoint,
+    dead_letter_exchange,
+    dead_letter_queue,
+)
 from testbed.services.config import AmqpTarget, ServiceConfig
 from testbed.topology.model import Topology
 
@@ -288,14 +294,20 @@ class LocalRuntime:
         vhost = f"{self.run_id}.{deployment_id}"
         admin.create_vhost(vhost)
         undo.push(lambda: admin.delete_vhost(vhost))
-        admin.declare_exchange(vhost, topology.broker.exchange)
+        exchange = topology.broker.exchange
+        dead_letters = dead_letter_exchange(exchange)
+        admin.declare_exchange(vhost, exchange)
+        admin.declare_exchange(vhost, dead_letters, kind="direct")
         queues = []
         for spec in topology.services:
             if spec.consumes:
-                admin.declare_queue(vhost, spec.name)
-                admin.bind(vhost, topology.broker.exchange, spec.name, spec.consumes)
+                admin.declare_queue(vhost, spec.name, spec.knobs.queue_arguments(dead_letters))
+                admin.bind(vhost, exchange, spec.name, spec.consumes)
                 queues.append(spec.name)
-        return BrokerAccess(node.address, vhost, topology.broker.exchange, tuple(queues), admin)
+                if spec.knobs.dead_letter:
+                    admin.declare_queue(vhost, dead_letter_queue(spec.name))
+                    admin.bind(vhost, dead_letters, dead_letter_queue(spec.name), spec.name)
+        return BrokerAccess(node.address, vhost, exchange, tuple(queues), admin, node)
 
     def _service_config(self, topology: Topology, name: str, ports: dict[str, int],
                         proxies: dict[str, ProxyEndpoint], broker: BrokerAccess | None,

@@ -38,9 +38,18 @@ class Consumer:
         if method.redelivered:
             self.stats.count("redelivered")
         with self.stats.busy():
-            order = json.loads(body)
-            if self.config.knobs.work_ms:
-                time.sleep(self.config.knobs.work_ms / 1000.0)
+            try:
+                order = self.handle(body)
+            except (ValueError, KeyError, TypeError):
+                # A message the handler cannot process (poison): give it back to the
+                # broker, which redelivers it, dead-letters it or drops it per the queue's
+                # policy. The backoff keeps a redelivery loop from burning a core.
+                self.stats.count("handler_errors")
+                time.sleep(self.config.knobs.error_backoff_ms / 1000.0)
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                return
+            # The side effect happens before the ack: a crash in between means the broker
+            # redelivers and the ledger shows the duplicate (at-least-once, made visible).
             self.ledger.record(order["order_id"])
             if self.config.publishes:
                 assert self.config.amqp is not None
@@ -48,6 +57,15 @@ class Consumer:
                                       properties=PERSISTENT, mandatory=True)
             channel.basic_ack(method.delivery_tag)
         self.stats.count("ok")
+
+    def handle(self, body: bytes) -> dict[str, Any]:
+        """The business part: parse the event and do the work."""
+        order = json.loads(body)
+        if not isinstance(order, dict) or not isinstance(order.get("order_id"), str):
+            raise ValueError("event without an order_id")
+        if self.config.knobs.work_ms:
+            time.sleep(self.config.knobs.work_ms / 1000.0)
+        return order
 
     def run_forever(self) -> None:
         failures = 0

@@ -43,14 +43,27 @@ WsgiApp = Callable[..., Iterable[bytes]]
 
 
 def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> WsgiApp:
-    """A WSGI app dispatching on (method, path); every request counts as in flight."""
+    """A WSGI app dispatching on (method, path); every request counts as in flight.
+
+    Every app carries application faults (testbed.services.chaos) and their
+    /admin/fault routes, checked before any handler, so every service role has them.
+    """
+    from testbed.services.chaos import AppChaos  # here: chaos builds on Reply, above
+
+    chaos = AppChaos(stats.name, {path for _, path in routes})
+    routes = {**routes, **chaos.routes()}
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        handler = routes.get((method, environ.get("PATH_INFO", "")))
+        path = environ.get("PATH_INFO", "")
+        handler = routes.get((method, path))
         # Only business requests count as in flight; probes (GET) would blur saturation.
         with stats.busy() if method != "GET" else contextlib.nullcontext():
-            if handler is None:
+            injected = chaos.check(method, path)
+            if injected is not None:
+                stats.count("injected_errors")
+                reply = injected
+            elif handler is None:
                 reply = Reply(404, {"error": "no such route"})
             else:
                 try:

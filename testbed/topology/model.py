@@ -21,6 +21,8 @@ BROKER = "broker"
 ROLES: tuple[str, ...] = ("http_stage", "async_gateway", "async_consumer")
 PROTOCOLS: tuple[str, ...] = ("http", "amqp")
 SHAPES: tuple[str, ...] = ("sync", "async")
+QUEUE_TYPES: tuple[str, ...] = ("classic", "quorum")
+OVERFLOWS: tuple[str, ...] = ("drop-head", "reject-publish")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
@@ -51,6 +53,13 @@ class Knobs:
     work_ms: float = 0.0  # simulated processing time per order
     prefetch: int = 10  # async: unacked deliveries a consumer may hold
     heartbeat_s: int = 10  # async: AMQP heartbeat, how fast a dead peer is noticed
+    error_backoff_ms: float = 100.0  # async: pause after a handler error before the nack
+    # Queue policies of an async consumer's queue:
+    queue_type: str = "classic"  # classic | quorum (quorum is needed for delivery_limit)
+    max_length: int | None = None  # messages the queue holds at most
+    overflow: str = "drop-head"  # at max_length: drop-head | reject-publish
+    dead_letter: bool = False  # rejected / over-limit messages go to <queue>.dlq
+    delivery_limit: int | None = None  # quorum: give up on a message after N deliveries
 
     def __post_init__(self) -> None:
         for name in ("pool_size", "accept_backlog", "prefetch", "heartbeat_s"):
@@ -60,6 +69,38 @@ class Knobs:
                                     "give a whole number of 1 or more")
         _positive("knobs.timeout_s", self.timeout_s)
         _positive("knobs.work_ms", self.work_ms, allow_zero=True)
+        _positive("knobs.error_backoff_ms", self.error_backoff_ms, allow_zero=True)
+        self._check_queue_policy()
+
+    def _check_queue_policy(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise TopologyError("knobs.queue_type", f"unknown queue type {self.queue_type!r}",
+                                f"use one of {', '.join(QUEUE_TYPES)}")
+        if self.overflow not in OVERFLOWS:
+            raise TopologyError("knobs.overflow", f"unknown overflow {self.overflow!r}",
+                                f"use one of {', '.join(OVERFLOWS)}")
+        for name in ("max_length", "delivery_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise TopologyError(f"knobs.{name}", f"{value!r} is not allowed",
+                                    "give a whole number of 1 or more, or leave it out")
+        if self.delivery_limit is not None and self.queue_type != "quorum":
+            raise TopologyError("knobs.delivery_limit",
+                                "RabbitMQ 3.10 classic queues have no delivery limit",
+                                "set queue_type='quorum' as well")
+
+    def queue_arguments(self, dead_letter_exchange: str) -> dict[str, object]:
+        """The x-arguments that put these policies on a consumer's queue."""
+        arguments: dict[str, object] = {"x-queue-type": self.queue_type}
+        if self.max_length is not None:
+            arguments["x-max-length"] = self.max_length
+            arguments["x-overflow"] = self.overflow
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        if self.dead_letter:
+            arguments["x-dead-letter-exchange"] = dead_letter_exchange
+        return arguments
 
 
 @dataclass(frozen=True)

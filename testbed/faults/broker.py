@@ -1,0 +1,193 @@
+"""Broker faults: the broker down and back, publishers blocked by a resource alarm,
+poison messages, queue purge. (The AMQP link cut is LinkDown on a ``<svc>-broker`` link.)
+
+The broker is shared by every deployment of a run, so BrokerDown and MemoryAlarm hit
+all of them; the paired experiments rely on exactly that (the sync side never notices).
+The injector talks to the broker directly, not through the proxies, since it is not
+part of the system under test.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification
+from testbed.faults.probes import probe
+from testbed.runtime.base import BrokerAccess, Deployment
+
+DEFAULT_WATERMARK = 0.4  # RabbitMQ's default vm_memory_high_watermark
+POISON = b"\x00this is not an order{"
+
+
+def broker_of(deployment: Deployment) -> BrokerAccess:
+    if deployment.broker is None:
+        raise FaultSpecError(f"deployment {deployment.id} has no broker; broker faults need "
+                             "an async topology")
+    return deployment.broker
+
+
+def _queue_of(access: BrokerAccess, queue: str) -> str:
+    if queue not in access.queues:
+        raise FaultSpecError(f"unknown queue {queue!r}; queues: {sorted(access.queues)}")
+    return queue
+
+
+def _connection(access: BrokerAccess, blocked_timeout: float = 60) -> pika.BlockingConnection:
+    address = access.address
+    params = pika.ConnectionParameters(
+        host=address.host, port=address.amqp_port, virtual_host=access.vhost,
+        credentials=pika.PlainCredentials(address.user, address.password),
+        connection_attempts=1, socket_timeout=5, blocked_connection_timeout=blocked_timeout)
+    try:
+        return pika.BlockingConnection(params)
+    except pika.exceptions.AMQPError as exc:
+        raise FaultError(f"cannot reach the broker for the injector: {exc!r}") from exc
+
+
+def ready_count(access: BrokerAccess, queue: str) -> int:
+    """Messages ready in a queue right now (a passive declare: exact, no stats lag)."""
+    connection = _connection(access)
+    try:
+        frame = connection.channel().queue_declare(queue, passive=True)
+        return int(frame.method.message_count)
+    finally:
+        connection.close()
+
+
+class BrokerDown(Fault):
+    """The broker process goes away (gracefully, or SIGKILL as a crash) and comes back."""
+
+    kind = "broker_down"
+
+    def __init__(self, deployment: Deployment, graceful: bool = True) -> None:
+        super().__init__(f"broker of {deployment.id}")
+        self.access = broker_of(deployment)
+        self.graceful = bool(graceful)
+
+    def describe(self) -> str:
+        return f"broker_down({'stop' if self.graceful else 'kill'}) on {self.target}"
+
+    def inject(self) -> None:
+        self.access.control.halt(self.graceful)
+
+    def remove(self) -> None:
+        if not self.access.control.running():
+            self.access.control.start()
+
+    def verify(self) -> Verification:
+        seen = probe(self.access.address.amqp_port, "amqp", 2.0)
+        return Verification(seen.outcome == "refused", f"AMQP connect {seen.outcome}; "
+                                                       "expected refused")
+
+
+class MemoryAlarm(Fault):
+    """A memory alarm: the broker blocks every publishing connection until it clears."""
+
+    kind = "memory_alarm"
+
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(f"broker of {deployment.id}")
+        self.access = broker_of(deployment)
+
+    def inject(self) -> None:
+        self.access.control.set_memory_high_watermark(0.0000001)
+
+    def remove(self) -> None:
+        self.access.control.set_memory_high_watermark(DEFAULT_WATERMARK)
+        deadline = time.monotonic() + 15
+        while self.access.control.memory_alarm():
+            if time.monotonic() > deadline:
+                raise FaultError("the memory alarm did not clear within 15 s")
+            time.sleep(0.1)
+
+    def verify(self) -> Verification:
+        """Publish once and see the broker answer with connection.blocked."""
+        blocked: list[Any] = []
+        # A blocked connection cannot even close cleanly (the broker stops reading it),
+        # so the probe lets pika's blocked-connection timeout end it after a few seconds.
+        connection = _connection(self.access, blocked_timeout=3)
+        try:
+            connection.add_on_connection_blocked_callback(lambda *_: blocked.append(1))
+            channel = connection.channel()
+            channel.basic_publish("", "testbed.alarm-probe", b"probe")
+            deadline = time.monotonic() + 5
+            while not blocked and time.monotonic() < deadline:
+                connection.process_data_events(time_limit=0.1)
+            connection.close()
+        except pika.exceptions.AMQPError:
+            pass  # the blocked-connection timeout closing the probe: expected
+        return Verification(bool(blocked), "publisher got connection.blocked" if blocked
+                            else "publisher was not blocked within 5 s")
+
+
+class PoisonMessage(Fault):
+    """Messages the consumer cannot process, published straight into its queue (one-shot:
+    what happens to them afterwards is up to the queue's policy and the consumer)."""
+
+    kind = "poison"
+
+    def __init__(self, deployment: Deployment, queue: str, count: int = 1) -> None:
+        super().__init__(f"{deployment.id}/{queue}")
+        self.deployment = deployment
+        self.access = broker_of(deployment)
+        self.queue = _queue_of(self.access, queue)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise FaultSpecError(f"poison count={count!r}; give a whole number of 1 or more")
+        self.count = count
+        self._errors_before = 0
+
+    def _handler_errors(self) -> int:
+        counters = self.deployment.stats(self.queue)["counters"]
+        return int(counters.get("handler_errors", 0))
+
+    def inject(self) -> None:
+        self._errors_before = self._handler_errors()
+        connection = _connection(self.access)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            for _ in range(self.count):
+                channel.basic_publish("", self.queue, POISON,
+                                      pika.BasicProperties(delivery_mode=2))
+        finally:
+            connection.close()
+
+    def remove(self) -> None:
+        """Nothing to take back: the messages are in the system now, as in real life."""
+
+    def verify(self) -> Verification:
+        deadline = time.monotonic() + 5
+        errors = self._handler_errors() - self._errors_before
+        while errors < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            errors = self._handler_errors() - self._errors_before
+        return Verification(errors >= 1, f"consumer {self.queue} failed {errors} time(s) on "
+                                         "the poison")
+
+
+class QueuePurge(Fault):
+    """Every ready message in a queue is thrown away (one-shot)."""
+
+    kind = "purge"
+
+    def __init__(self, deployment: Deployment, queue: str) -> None:
+        super().__init__(f"{deployment.id}/{queue}")
+        self.access = broker_of(deployment)
+        self.queue = _queue_of(self.access, queue)
+        self.before = 0
+
+    def inject(self) -> None:
+        self.before = ready_count(self.access, self.queue)
+        self.access.admin.purge(self.access.vhost, self.queue)
+
+    def remove(self) -> None:
+        """A purge cannot be undone; removal has nothing to do."""
+
+    def verify(self) -> Verification:
+        after = ready_count(self.access, self.queue)
+        return Verification(after < self.before or self.before == 0,
+                            f"{self.before} ready before the purge, {after} after")
