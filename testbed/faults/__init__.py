@@ -10,15 +10,23 @@ from testbed.faults.base import (
     Verification,
     injected,
 )
-from testbed.faults.broker import BrokerDown, MemoryAlarm, PoisonMessage, QueuePurge
+from testbed.faults.broker import (
+    BrokerDown,
+    ConsumerStall,
+    MemoryAlarm,
+    PoisonMessage,
+    QueuePurge,
+)
 from testbed.faults.catalog import FAULTS, make_fault
 from testbed.faults.network import LinkDown, ToxicFault
 from testbed.faults.process import CrashLoop, KillService, PauseService, RestartService
 from testbed.faults.schedule import Planned, Schedule
 from testbed.faults.timeline import Event, Timeline
 
-__all__ = ["FAULTS", "BrokerDown", "CrashLoop", "ErrorRate", "Event", "FailFirst", "Fault",
-           "FaultError", "FaultNotEffective", "FaultRemovalError", "FaultSpecError",
-           "KillService", "LinkDown", "MemoryAlarm", "PauseService", "Planned",
-           "PoisonMessage", "QueuePurge", "RestartService", "RouteError", "Schedule",
-           "Timeline", "ToxicFault", "Verification", "injected", "make_fault"]
+__all__ = [
+    "FAULTS", "BrokerDown", "ConsumerStall", "CrashLoop", "ErrorRate", "Event", "FailFirst",
+    "Fault", "FaultError", "FaultNotEffective", "FaultRemovalError", "FaultSpecError",
+    "KillService", "LinkDown", "MemoryAlarm", "PauseService", "Planned", "PoisonMessage",
+    "QueuePurge", "RestartService", "RouteError", "Schedule", "Timeline", "ToxicFault",
+    "Verification", "injected", "make_fault",
+]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+import requests
 
 from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification
 from testbed.faults.probes import probe
@@ -191,3 +192,34 @@ class QueuePurge(Fault):
         after = ready_count(self.access, self.queue)
         return Verification(after < self.before or self.before == 0,
                             f"{self.before} ready before the purge, {after} after")
+
+
+class ConsumerStall(Fault):
+    """The consumer's handler hangs (process alive, heartbeats going): it holds what it
+    was delivered, unacked, while the backlog grows behind it. Unlike pause, the broker
+    sees a healthy connection, as with a consumer stuck on a slow dependency."""
+
+    kind = "consumer_stall"
+
+    def __init__(self, deployment: Deployment, queue: str) -> None:
+        super().__init__(f"{deployment.id}/{queue}")
+        _queue_of(broker_of(deployment), queue)
+        self.url = deployment.url(queue) + "/admin/stall"
+
+    def _call(self, method: str) -> bool:
+        try:
+            response = requests.request(method, self.url, timeout=5)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise FaultError(f"consumer_stall: {method} {self.url} failed: {exc}") from exc
+        return bool(response.json()["stalled"])
+
+    def inject(self) -> None:
+        self._call("PUT")
+
+    def remove(self) -> None:
+        self._call("DELETE")
+
+    def verify(self) -> Verification:
+        stalled = self._call("GET")
+        return Verification(stalled, f"consumer reports stalled={stalled}")

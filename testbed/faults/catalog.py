@@ -11,7 +11,13 @@ from typing import Any
 
 from testbed.faults.application import ErrorRate, FailFirst, RouteError
 from testbed.faults.base import Fault, FaultSpecError
-from testbed.faults.broker import BrokerDown, MemoryAlarm, PoisonMessage, QueuePurge
+from testbed.faults.broker import (
+    BrokerDown,
+    ConsumerStall,
+    MemoryAlarm,
+    PoisonMessage,
+    QueuePurge,
+)
 from testbed.faults.network import TOXICS, LinkDown, ToxicFault
 from testbed.faults.process import CrashLoop, KillService, PauseService, RestartService
 from testbed.runtime.base import Deployment
@@ -22,7 +28,7 @@ PROCESS: dict[str, Callable[..., Fault]] = {
     "crash_loop": CrashLoop}
 BROKER: dict[str, Callable[..., Fault]] = {
     "broker_down": BrokerDown, "memory_alarm": MemoryAlarm, "poison": PoisonMessage,
-    "purge": QueuePurge}
+    "purge": QueuePurge, "consumer_stall": ConsumerStall}
 APPLICATION: dict[str, Callable[..., Fault]] = {
     "error_rate": ErrorRate, "fail_first": FailFirst, "route_error": RouteError}
 FAULTS = (*NETWORK, "amqp_link_cut", *PROCESS, *BROKER, *APPLICATION)

@@ -21,7 +21,7 @@ from testbed.services.common import common_routes
 from testbed.services.config import ServiceConfig
 from testbed.services.ledger import Ledger
 from testbed.services.stats import Stats
-from testbed.services.wsgi import make_app, serve
+from testbed.services.wsgi import Environ, Handler, Reply, make_app, serve
 
 
 class Consumer:
@@ -32,12 +32,17 @@ class Consumer:
         self.ledger = ledger
         self.params = connection_parameters(config.amqp, config.knobs.heartbeat_s)
         self.consuming = False
+        self.stalled = threading.Event()
 
     def on_message(self, channel: Any, method: Any, _props: Any, body: bytes) -> None:
         self.stats.count("received")
         if method.redelivered:
             self.stats.count("redelivered")
         with self.stats.busy():
+            while self.stalled.is_set():
+                # Stuck in the handler, holding its deliveries unacked; sleeping through
+                # the connection keeps heartbeats going, so the broker keeps waiting too.
+                channel.connection.sleep(0.05)
             try:
                 order = self.handle(body)
             except (ValueError, KeyError, TypeError):
@@ -87,11 +92,31 @@ class Consumer:
             time.sleep(min(2.0, 0.1 * 2 ** min(failures, 5)))
 
 
+def stall_routes(consumer: Consumer) -> dict[tuple[str, str], Handler]:
+    """PUT /admin/stall freezes message handling (not the process); DELETE ends it."""
+
+    def state(_: Environ) -> Reply:
+        return Reply(200, {"name": consumer.config.name, "stalled": consumer.stalled.is_set()})
+
+    def stall(environ: Environ) -> Reply:
+        consumer.stalled.set()
+        return state(environ)
+
+    def unstall(environ: Environ) -> Reply:
+        consumer.stalled.clear()
+        return state(environ)
+
+    return {("GET", "/admin/stall"): state, ("PUT", "/admin/stall"): stall,
+            ("DELETE", "/admin/stall"): unstall}
+
+
 def run(config: ServiceConfig) -> None:
     stats = Stats(config.name, config.role, config.knobs.prefetch)
     ledger = Ledger(Path(config.ledger_path))
     consumer = Consumer(config, stats, ledger)
-    app = make_app(common_routes(stats, ledger, healthy=lambda: consumer.consuming), stats)
+    routes = common_routes(stats, ledger, healthy=lambda: consumer.consuming)
+    routes.update(stall_routes(consumer))
+    app = make_app(routes, stats)
     threading.Thread(target=serve, args=(app, config.host, config.port, 2, 16),
                      name="http", daemon=True).start()
     consumer.run_forever()

@@ -110,3 +110,17 @@ def test_broker_fault_specs(deploy: Deploy) -> None:
         make_fault(deployment, "broker_down", "payments")
     with pytest.raises(FaultSpecError, match="amqp_link_cut needs an AMQP link"):
         make_fault(deployment, "amqp_link_cut", "gateway-orders")
+
+
+def test_consumer_stall_holds_deliveries_unacked_and_backlog_grows(deploy: Deploy) -> None:
+    deployment = deploy(async_pipeline(1, knobs=Knobs(prefetch=3)))
+    broker = deployment.broker
+    assert broker is not None
+    with injected(make_fault(deployment, "consumer_stall", "payments")):
+        for index in range(10):
+            assert deployment.place_order(f"stuck-{index}").status_code == 202
+        assert eventually(lambda: broker.queue_state("payments").unacked == 3)
+        assert ready_count(broker, "payments") == 7
+        assert broker.queue_state("payments").consumers == 1  # still connected
+        assert deployment.ledger("payments") == {}
+    assert eventually(lambda: len(deployment.ledger("payments")) == 10)
