@@ -34,6 +34,7 @@ check: lint unit
 
 bench: setup
 	$(BIN)/python benchmarks/bench_topology.py
+	$(BIN)/python benchmarks/bench_toxiproxy.py
 
 gc: $(STAMP)
 	$(BIN)/testbed gc

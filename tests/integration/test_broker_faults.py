@@ -45,7 +45,7 @@ def test_memory_alarm_blocks_publishers_until_removed(deploy: Deploy) -> None:
     timeline = Timeline()
     with injected(make_fault(deployment, "memory_alarm", ""), timeline):
         assert deployment.broker is not None
-        assert deployment.broker.control.memory_alarm()
+        assert eventually(deployment.broker.control.memory_alarm, timeout=5)  # stats lag
         with pytest.raises(Exception, match="timed out"):
             deployment.place_order("blocked", timeout=2.0)  # the publish hangs
     assert timeline.of_kind("verify")[0].detail == "publisher got connection.blocked"
