@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -27,6 +28,16 @@ def wait_until_gone(run_id: str, timeout: float) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll a condition of a real, asynchronous system until it holds or time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

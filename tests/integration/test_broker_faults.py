@@ -13,16 +13,9 @@ from testbed.runtime import Deployment
 from testbed.runtime.base import dead_letter_queue
 from testbed.topology import Knobs, async_pipeline
 
+from .conftest import eventually
+
 Deploy = Callable[..., Deployment]
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_broker_down_fails_publishes_then_everything_recovers(deploy: Deploy) -> None:

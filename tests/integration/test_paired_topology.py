@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -11,18 +10,9 @@ from testbed.runtime import Deployment
 from testbed.runtime.local import LocalRuntime
 from testbed.topology import Knobs, paired, sync_chain
 
-from .conftest import leftovers
+from .conftest import eventually, leftovers
 
 Deploy = Callable[..., Deployment]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_an_order_goes_end_to_end_through_both_topologies(deploy: Deploy) -> None:
@@ -36,7 +26,7 @@ def test_an_order_goes_end_to_end_through_both_topologies(deploy: Deploy) -> Non
         name: {"order-sync-1": 1} for name in ("gateway", "orders", "payments", "inventory")}
 
     assert asynchronous.place_order("order-async-1").status_code == 202
-    assert wait_for(lambda: "order-async-1" in asynchronous.ledger("notification"))
+    assert eventually(lambda: "order-async-1" in asynchronous.ledger("notification"))
     assert asynchronous.ledgers() == {
         name: {"order-async-1": 1}
         for name in ("gateway", "payments", "inventory", "notification")}
