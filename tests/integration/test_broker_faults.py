@@ -93,6 +93,16 @@ def test_max_length_with_reject_publish_refuses_at_the_edge(deploy: Deploy) -> N
     assert statuses.count(503) == 20 - accepted
 
 
+def test_max_length_with_drop_head_keeps_the_newest(deploy: Deploy) -> None:
+    deployment = deploy(async_pipeline(1, knobs=Knobs(max_length=3, prefetch=1)))
+    with injected(make_fault(deployment, "consumer_stall", "payments")):
+        statuses = [deployment.place_order(f"d-{i}").status_code for i in range(10)]
+        assert statuses == [202] * 10  # the edge accepts everything; the queue drops
+    assert eventually(lambda: len(deployment.ledger("payments")) == 4)
+    # The one held by the stalled consumer plus the newest three; the rest were dropped.
+    assert set(deployment.ledger("payments")) == {"d-0", "d-7", "d-8", "d-9"}
+
+
 def test_broker_fault_specs(deploy: Deploy) -> None:
     deployment = deploy(async_pipeline(1))
     with pytest.raises(FaultSpecError, match="unknown queue 'nope'"):

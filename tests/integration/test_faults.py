@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
+from testbed.errors import TestbedError
 from testbed.faults import (
     FaultNotEffective,
+    FaultRemovalError,
     Planned,
     Schedule,
     Timeline,
@@ -18,7 +20,10 @@ from testbed.faults import (
 )
 from testbed.faults.probes import probe
 from testbed.runtime import Deployment
+from testbed.runtime.local import LocalRuntime
 from testbed.topology import Knobs, async_pipeline, sync_chain
+
+from .conftest import leftovers
 
 Deploy = Callable[..., Deployment]
 
@@ -174,3 +179,18 @@ def test_stopping_a_schedule_early_removes_what_is_active(chain: Deployment) -> 
         raise RuntimeError("interrupted")
     assert [e.kind for e in timeline.events][-1] == "remove"
     assert no_toxics_left(chain)
+
+
+def test_a_fault_that_cannot_be_removed_is_reported_loudly() -> None:
+    """Toxiproxy dies while a toxic is on: removal fails and says so, it is not swallowed."""
+    timeline = Timeline()
+    runtime = LocalRuntime()
+    with pytest.raises(TestbedError, match=r"teardown had problems.*unreachable"), runtime:
+        deployment = runtime.deploy(sync_chain(1))
+        with pytest.raises(FaultRemovalError, match="could not remove latency"), \
+                injected(make_fault(deployment, "latency", "gateway-orders", latency=50),
+                         timeline):
+            runtime.toxiproxy().process.kill()
+    assert timeline.of_kind("remove_failed")
+    assert not timeline.of_kind("remove")
+    assert leftovers(runtime.run_id) == []  # teardown reported the problem and went on
