@@ -1,0 +1,68 @@
+"""The result of one run: requests, samples and events as DataFrames, saved and reloaded.
+
+Saved as CSV (pandas reads it everywhere, no extra engine) plus meta.json, so a report
+can be rebuilt from a finished run without rerunning it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.faults.timeline import Timeline
+
+EVENT_COLUMNS = ["t", "kind", "fault", "target", "detail"]
+LEDGER_COLUMNS = ["service", "order_id", "count"]
+_FRAMES = ("requests", "samples", "events", "ledgers")
+
+
+def events_frame(timeline: Timeline) -> pd.DataFrame:
+    """A timeline's events with times relative to its origin."""
+    rows = [(timeline.relative(e), e.kind, e.fault, e.target, e.detail)
+            for e in timeline.events]
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+@dataclass
+class RunResult:
+    """Everything measured in one run of one topology, on one timeline."""
+
+    name: str
+    requests: pd.DataFrame
+    samples: pd.DataFrame
+    events: pd.DataFrame
+    ledgers: pd.DataFrame  # what each service processed, for the loss/duplicate audit
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def processed(self, service: str) -> dict[str, int]:
+        rows = self.ledgers[self.ledgers["service"] == service]
+        return dict(zip(rows["order_id"], rows["count"].astype(int), strict=True))
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        for frame in _FRAMES:
+            getattr(self, frame).to_csv(directory / f"{frame}.csv", index=False)
+        (directory / "meta.json").write_text(json.dumps({"name": self.name, **self.meta},
+                                                        indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> RunResult:
+        meta = json.loads((directory / "meta.json").read_text())
+        frames = {}
+        for frame in _FRAMES:
+            loaded = pd.read_csv(directory / f"{frame}.csv", keep_default_na=False,
+                                 na_values={"latency_s": [""], "t_sent": [""], "value": [""]})
+            frames[frame] = loaded
+        return cls(meta.pop("name"), frames["requests"], frames["samples"], frames["events"],
+                   frames["ledgers"], meta)
+
+
+def ledgers_frame(ledgers: dict[str, dict[str, int]]) -> pd.DataFrame:
+    rows = [(service, order, count) for service, ledger in ledgers.items()
+            for order, count in ledger.items()]
+    return pd.DataFrame(rows, columns=LEDGER_COLUMNS)

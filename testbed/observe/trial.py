@@ -1,0 +1,66 @@
+"""One trial: a topology under a load profile and a fault plan, fully observed.
+
+Load, samplers and the fault schedule share one timeline origin. After the load ends
+and every fault is removed, the trial keeps sampling until the queues are drained (or
+``drain_timeout_s`` passes), so recovery is on the record, then reads the ledgers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from testbed.faults import Planned, Schedule, Timeline
+from testbed.load import LoadGenerator, LoadProfile
+from testbed.observe.result import RunResult, events_frame, ledgers_frame
+from testbed.observe.sampler import Sampler
+from testbed.runtime.base import Deployment
+
+
+def queues_drained(deployment: Deployment) -> bool:
+    broker = deployment.broker
+    if broker is None:
+        return True
+    try:
+        return all(q.messages == 0 for q in broker.admin.queues(broker.vhost)
+                   if q.name in broker.queues)
+    except Exception:
+        return False
+
+
+def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
+              name: str | None = None, timeout_s: float = 5.0, period_s: float = 0.25,
+              drain_timeout_s: float = 30.0, tail_s: float = 1.0) -> RunResult:
+    """Run load and faults together; return everything measured."""
+    timeline = Timeline()
+    name = name or deployment.topology.name
+    sampler = Sampler(deployment, period_s, origin=timeline.origin).start()
+    generator = LoadGenerator(deployment.entry_url, profile, topology=deployment.topology.name,
+                              timeout_s=timeout_s, origin=timeline.origin,
+                              order_prefix=f"{name}-{deployment.id}")
+    try:
+        with Schedule(plan, timeline) as schedule:
+            generator.start()
+            requests = generator.wait()
+            schedule.wait(timeout=max(0.0, _plan_end(plan) - _elapsed(timeline)) + 30)
+        deadline = time.monotonic() + drain_timeout_s
+        while not queues_drained(deployment) and time.monotonic() < deadline:
+            time.sleep(period_s)
+        drained = queues_drained(deployment)
+        time.sleep(tail_s)  # a little steady state after recovery, for the baseline
+    finally:
+        samples = sampler.stop()
+    meta = {"topology": deployment.topology.name, "deployment": deployment.id,
+            "runtime": deployment.runtime, "profile": [asdict(s) for s in profile.steps],
+            "load": asdict(generator.summary()), "drained": drained,
+            "faults": [f"{p.fault.describe()} at {p.at} s for {p.duration} s" for p in plan]}
+    return RunResult(name, requests, samples, events_frame(timeline),
+                     ledgers_frame(deployment.ledgers()), meta)
+
+
+def _elapsed(timeline: Timeline) -> float:
+    return time.monotonic() - timeline.origin
+
+
+def _plan_end(plan: list[Planned]) -> float:
+    return max((p.at + (p.duration or 0.0) for p in plan), default=0.0)
