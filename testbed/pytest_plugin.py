@@ -8,10 +8,16 @@ the test fails.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from testbed.faults import Planned
+from testbed.load import LoadProfile
+from testbed.observe import RunResult, run_trial
 from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
 from testbed.topology import Topology
 
@@ -58,3 +64,26 @@ def deploy(testbed_runtime: Runtime) -> Iterator[Callable[[Topology], Deployment
             errors.append(f"{deployment.id}: {exc}")
     if errors:
         pytest.fail("teardown failed: " + "; ".join(errors))
+
+
+@pytest.fixture
+def report_dir(request: pytest.FixtureRequest) -> Path:
+    """This test's own folder under --report-dir (its results and report go there)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid).strip("_")
+    directory = Path(request.config.getoption("--report-dir")) / "runs" / safe
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def trial(report_dir: Path) -> Callable[..., RunResult]:
+    """``trial(deployment, profile, plan, **options)``: run load and faults together,
+    save the result under the test's report folder, and return it."""
+
+    def _trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
+               **options: Any) -> RunResult:
+        result = run_trial(deployment, profile, plan, **options)
+        result.save(report_dir / result.name)
+        return result
+
+    return _trial

@@ -13,18 +13,16 @@ from typing import Any
 
 import pandas as pd
 
+from testbed.analysis.frames import events_frame as analysis_events_frame
 from testbed.faults.timeline import Timeline
 
-EVENT_COLUMNS = ["t", "kind", "fault", "target", "detail"]
 LEDGER_COLUMNS = ["service", "order_id", "count"]
 _FRAMES = ("requests", "samples", "events", "ledgers")
 
 
 def events_frame(timeline: Timeline) -> pd.DataFrame:
     """A timeline's events with times relative to its origin."""
-    rows = [(timeline.relative(e), e.kind, e.fault, e.target, e.detail)
-            for e in timeline.events]
-    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    return analysis_events_frame(timeline.events, timeline.origin)
 
 
 @dataclass

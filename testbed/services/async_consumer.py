@@ -89,7 +89,8 @@ class Consumer:
             finally:
                 self.consuming = False
             failures += 1
-            time.sleep(min(2.0, 0.1 * 2 ** min(failures, 5)))
+            cap = self.config.knobs.reconnect_max_s
+            time.sleep(min(cap, 0.05 * 2 ** min(failures, 8)))
 
 
 def stall_routes(consumer: Consumer) -> dict[tuple[str, str], Handler]:

@@ -54,6 +54,7 @@ class Knobs:
     prefetch: int = 10  # async: unacked deliveries a consumer may hold
     heartbeat_s: int = 10  # async: AMQP heartbeat, how fast a dead peer is noticed
     error_backoff_ms: float = 100.0  # async: pause after a handler error before the nack
+    reconnect_max_s: float = 0.5  # async consumer: longest wait between reconnect attempts
     # Queue policies of an async consumer's queue:
     queue_type: str = "classic"  # classic | quorum (quorum is needed for delivery_limit)
     max_length: int | None = None  # messages the queue holds at most
@@ -70,6 +71,7 @@ class Knobs:
         _positive("knobs.timeout_s", self.timeout_s)
         _positive("knobs.work_ms", self.work_ms, allow_zero=True)
         _positive("knobs.error_backoff_ms", self.error_backoff_ms, allow_zero=True)
+        _positive("knobs.reconnect_max_s", self.reconnect_max_s)
         self._check_queue_policy()
 
     def _check_queue_policy(self) -> None:

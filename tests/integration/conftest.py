@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 from testbed.ports import reservations
 from testbed.runs import run_dir, tagged_processes
 
 
+def process_names(run_id: str) -> set[str]:
+    """Names of a run's processes (short-lived helpers may vanish while we look)."""
+    names = set()
+    for proc in tagged_processes(run_id):
+        with contextlib.suppress(psutil.Error):
+            names.add(proc.name())
+    return names
+
+
 def leftovers(run_id: str) -> list[str]:
     """What of a run still exists: processes, run directory, port reservations."""
-    found = [f"process {p.pid} {p.name()}" for p in tagged_processes(run_id)]
+    found = [f"process {name}" for name in sorted(process_names(run_id))]
     if run_dir(run_id).exists():
         found.append(f"directory {run_dir(run_id)}")
     found += [f"port {port}" for port, owner in reservations().items() if owner == run_id]

@@ -14,7 +14,7 @@ import psutil
 
 from testbed.runs import tagged_processes
 
-from .conftest import leftovers, wait_until_gone
+from .conftest import leftovers, process_names, wait_until_gone
 
 
 @contextlib.contextmanager
@@ -42,7 +42,7 @@ def controller(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
 
 def test_sigkill_of_the_controller_leaves_nothing_running() -> None:
     with controller("--shape", "paired") as (proc, run_id):
-        names = {p.name() for p in tagged_processes(run_id)}
+        names = process_names(run_id)
         assert {"beam.smp", "toxiproxy-server", "epmd"} <= names
         assert len(tagged_processes(run_id)) >= 11  # 8 services + broker + epmd + toxiproxy
         proc.send_signal(signal.SIGKILL)
