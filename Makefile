@@ -35,6 +35,7 @@ check: lint unit
 bench: setup
 	$(BIN)/python benchmarks/bench_topology.py
 	$(BIN)/python benchmarks/bench_toxiproxy.py
+	$(BIN)/python benchmarks/bench_load.py
 
 gc: $(STAMP)
 	$(BIN)/testbed gc

@@ -3,7 +3,8 @@
 payments becomes unreachable for T = 3 s under 20 orders/s. Predicted from that alone:
 sync fails about rate x T = 60 orders at the edge and recovers at once; async fails
 none, builds a backlog of about rate x (T + half the consumer's longest reconnect wait)
-= 65 and drains it within seconds; nothing is lost.
+= 65 and drains it within seconds; nothing is lost, and at most what the consumer held
+unacked (prefetch) is delivered twice.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
     accepted = set(asynchronous.requests.loc[asynchronous.requests["ok"], "order_id"])
     audit = ledger_audit(accepted, asynchronous.processed("inventory"))
     hypotheses.check(equals("async orders lost", 0, audit.lost, unit="orders"))
-    hypotheses.check(equals("async orders duplicated", 0, audit.duplicated, unit="orders"))
+    # At-least-once: the cut can fall between a consumer's work and its ack; what it
+    # held unacked (at most prefetch) comes again. Duplicates, bounded, never losses.
+    hypotheses.check(at_most("async orders duplicated", Knobs().prefetch, audit.duplicated,
+                             unit="orders"))
     return hypotheses
 
 
