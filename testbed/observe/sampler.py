@@ -119,8 +119,9 @@ class Sampler:
         for state in queues:
             source = f"queue:{state.name}"
             ready = exact.get(state.name, state.ready)
-            # ready is exact (AMQP, now); unacked comes from the management API, which
-            # lags by up to its collection interval (250 ms here).
+            # ready is exact (AMQP, now). unacked comes from the management API: it lags
+            # by its collection interval (250 ms) and was once seen stuck for 5 s after a
+            # consumer reconnected, so backlog hypotheses should read "ready".
             self._add(source, "ready", ready)
             self._add(source, "unacked", state.unacked)
             self._add(source, "messages", ready + state.unacked)

@@ -73,7 +73,7 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
 
     hypotheses.check(equals("async edge errors", 0, int((~asynchronous.requests["ok"]).sum()),
                             unit="orders"))
-    backlog = series(asynchronous.samples, "queue:payments", "messages")
+    backlog = series(asynchronous.samples, "queue:payments", "ready")  # exact, no lag
     reconnect = Knobs().reconnect_max_s / 2  # on average, half the longest wait
     hypotheses.check(close_to("async backlog peak", RATE * (OUTAGE + reconnect),
                               peak(backlog)[0], rel=0.2, unit="messages"))
