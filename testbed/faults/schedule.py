@@ -75,8 +75,11 @@ class Schedule:
                 self.errors.append(exc)
                 return
 
-    def start(self) -> Schedule:
-        self._thread = threading.Thread(target=self._run, args=(time.monotonic(),),
+    def start(self, t0: float | None = None) -> Schedule:
+        """Run the plan with its times counted from ``t0`` (monotonic; default: now),
+        e.g. the load generator's start, so faults and load share one zero."""
+        self._thread = threading.Thread(target=self._run,
+                                        args=(time.monotonic() if t0 is None else t0,),
                                         name="fault-schedule", daemon=True)
         self._thread.start()
         return self

@@ -73,6 +73,7 @@ class Sampler:
     def start(self) -> Sampler:
         self._http = requests.Session()
         self._counter = ReadyCounter(self.deployment.broker)
+        self.sample_once()  # first sample (and AMQP connection) before the load starts
         self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
         self._thread.start()
         return self

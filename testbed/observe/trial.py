@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from testbed.faults import Planned, Schedule, Timeline
+from testbed.faults import FaultError, Planned, Schedule, Timeline
+from testbed.faults.broker import ready_count
 from testbed.load import LoadGenerator, LoadProfile
 from testbed.observe.result import RunResult, events_frame, ledgers_frame
 from testbed.observe.sampler import Sampler
@@ -18,31 +19,38 @@ from testbed.runtime.base import Deployment
 
 
 def queues_drained(deployment: Deployment) -> bool:
+    """No message ready in any of the deployment's queues (exact counts over AMQP)."""
     broker = deployment.broker
     if broker is None:
         return True
     try:
-        return all(q.messages == 0 for q in broker.admin.queues(broker.vhost)
-                   if q.name in broker.queues)
-    except Exception:
+        return all(ready_count(broker, queue) == 0 for queue in broker.queues)
+    except FaultError:  # a broker still coming back is not drained
         return False
 
 
 def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
               name: str | None = None, timeout_s: float = 5.0, period_s: float = 0.25,
               drain_timeout_s: float = 30.0, tail_s: float = 1.0) -> RunResult:
-    """Run load and faults together; return everything measured."""
-    timeline = Timeline()
+    """Run load and faults together; return everything measured.
+
+    Time zero of every frame is the load's first scheduled send; the fault plan's times
+    count from there too.
+    """
     name = name or deployment.topology.name
-    sampler = Sampler(deployment, period_s, origin=timeline.origin).start()
     generator = LoadGenerator(deployment.entry_url, profile, topology=deployment.topology.name,
-                              timeout_s=timeout_s, origin=timeline.origin,
-                              order_prefix=f"{name}-{deployment.id}")
+                              timeout_s=timeout_s, order_prefix=f"{name}-{deployment.id}")
+    generator.start()
+    timeline = Timeline(origin=generator.start_time)
+    sampler = Sampler(deployment, period_s, origin=generator.start_time).start()
     try:
-        with Schedule(plan, timeline) as schedule:
-            generator.start()
+        schedule = Schedule(plan, timeline).start(t0=generator.start_time)
+        try:
             requests = generator.wait()
-            schedule.wait(timeout=max(0.0, _plan_end(plan) - _elapsed(timeline)) + 30)
+            schedule.wait(timeout=max(0.0, generator.start_time + _plan_end(plan)
+                                      - time.monotonic()) + 30)
+        finally:
+            schedule.stop()
         deadline = time.monotonic() + drain_timeout_s
         while not queues_drained(deployment) and time.monotonic() < deadline:
             time.sleep(period_s)
@@ -56,10 +64,6 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
             "faults": [f"{p.fault.describe()} at {p.at} s for {p.duration} s" for p in plan]}
     return RunResult(name, requests, samples, events_frame(timeline),
                      ledgers_frame(deployment.ledgers()), meta)
-
-
-def _elapsed(timeline: Timeline) -> float:
-    return time.monotonic() - timeline.origin
 
 
 def _plan_end(plan: list[Planned]) -> float:

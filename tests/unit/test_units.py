@@ -83,3 +83,19 @@ def test_cli_bad_input_fails_before_starting_anything(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_load_profiles_are_bounded_and_exact() -> None:
+    from testbed.load import LoadGenerator, LoadSpecError, bursty, constant, stepped
+
+    assert constant(20, 2).count == 40
+    assert list(stepped((1, 4), (0.5, 2)).offsets()) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    profile = bursty(2, 10, period_s=2, burst_s=0.5, duration_s=4)
+    assert profile.duration_s == pytest.approx(4)
+    assert profile.count == 2 * 1.5 * 2 + 10 * 0.5 * 2
+    with pytest.raises(LoadSpecError, match="limit"):
+        constant(10_000, 1000)
+    with pytest.raises(LoadSpecError, match="impossible step"):
+        constant(-1, 5)
+    with pytest.raises(LoadSpecError, match="http://host:port"):
+        LoadGenerator("gateway:80", constant(1, 1))

@@ -1,0 +1,139 @@
+"""The part of the load generator that keeps time, run in a process of its own.
+
+In the controller's process the samplers, the fault schedule and the Toxiproxy adapter
+compete for the GIL, which was measured to delay sends by up to 50 ms. Here nothing
+else runs: a dispatcher keeps the schedule and hands each due request to a pool of
+worker threads, each holding one keep-alive connection (http.client, the cheapest
+client per request in the standard library). Parent and child share CLOCK_MONOTONIC.
+
+Protocol: the parent writes one pickled EngineSpec to stdin; the child answers with a
+pickled ("started", start_time) once its workers are ready, then a pickled EngineResult.
+Run as: ``python -m testbed.load`` (its __main__ calls main() here, so the pickled
+classes resolve to this module on both sides).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import pickle
+import queue
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    host: str
+    port: int
+    offsets: list[float]  # scheduled send times, seconds after the start
+    timeout_s: float
+    workers: int
+    order_prefix: str
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    start: float  # monotonic time of offset 0
+    sent: list[float]  # monotonic; NaN when never sent
+    done: list[float]
+    status: list[int]  # 0: no HTTP response
+    error: list[str]
+
+
+def order_id(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}"
+
+
+def classify(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | http.client.RemoteDisconnected):
+        return "reset"
+    return "connection"
+
+
+class Engine:
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        n = len(spec.offsets)
+        self.sent = [float("nan")] * n
+        self.done = [float("nan")] * n
+        self.status = [0] * n
+        self.error = [""] * n
+        self.start_time = 0.0
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> float:
+        """Start the workers, let them settle, then start the clock; returns it."""
+        count = min(self.spec.workers, max(1, len(self.spec.offsets)))
+        ready = threading.Barrier(count + 1)
+        self._threads = [threading.Thread(target=self._work, args=(ready,), daemon=True)
+                         for _ in range(count)]
+        for thread in self._threads:
+            thread.start()
+        ready.wait(timeout=30)
+        self.start_time = time.monotonic()
+        dispatcher = threading.Thread(target=self._dispatch, args=(count,), daemon=True)
+        dispatcher.start()
+        self._threads.append(dispatcher)
+        return self.start_time
+
+    def wait(self) -> EngineResult:
+        duration = self.spec.offsets[-1] if self.spec.offsets else 0.0
+        deadline = self.start_time + duration + self.spec.timeout_s + 30
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return EngineResult(self.start_time, self.sent, self.done, self.status, self.error)
+
+    def _dispatch(self, workers: int) -> None:
+        for index, offset in enumerate(self.spec.offsets):
+            delay = self.start_time + offset - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._queue.put(index)
+        for _ in range(workers):
+            self._queue.put(None)
+
+    def _work(self, ready: threading.Barrier) -> None:
+        spec = self.spec
+        connection: http.client.HTTPConnection | None = None
+        ready.wait(timeout=30)
+        while (index := self._queue.get()) is not None:
+            if connection is None:
+                connection = http.client.HTTPConnection(spec.host, spec.port,
+                                                        timeout=spec.timeout_s)
+            body = json.dumps({"order_id": order_id(spec.order_prefix, index)})
+            self.sent[index] = time.monotonic()
+            try:
+                connection.request("POST", "/orders", body,
+                                   {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                self.status[index] = response.status
+                if response.status >= 400:
+                    self.error[index] = f"http_{response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                self.error[index] = classify(exc)
+                connection.close()
+                connection = None
+            self.done[index] = time.monotonic()
+        if connection is not None:
+            connection.close()
+
+
+def main() -> int:
+    spec: EngineSpec = pickle.load(sys.stdin.buffer)
+    engine = Engine(spec)
+    out = sys.stdout.buffer
+    pickle.dump(("started", engine.start()), out)
+    out.flush()
+    pickle.dump(engine.wait(), out)
+    out.flush()
+    return 0
