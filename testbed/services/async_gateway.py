@@ -81,6 +81,11 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
         stats.count("received")
         try:
             publisher.publish(json.dumps(order).encode())
+        except pika.exceptions.NackError:
+            # The broker refused it (a full queue with overflow=reject-publish): tell the
+            # client to back off, as an edge with backpressure should.
+            stats.count("rejected")
+            return Reply(429, {"error": f"{config.name}: queue full, try again later"})
         except (pika.exceptions.AMQPError, OSError) as exc:
             stats.count("publish_errors")
             return Reply(503, {"error": f"{config.name}: could not publish: "

@@ -51,6 +51,14 @@ class Knobs:
     accept_backlog: int = 64  # sync: listen() backlog of the server socket
     timeout_s: float = 2.0  # sync: timeout of the call to the downstream hop
     work_ms: float = 0.0  # simulated processing time per order
+    work_jitter_ms: float = 0.0  # plus an exponential tail with this mean (seeded)
+    seed: int = 1  # of everything random in the service, so a run can be replayed
+    # Sync resilience (off by default):
+    retries: int = 0  # extra attempts at the downstream call after a failure
+    retry_backoff_ms: float = 0.0  # 0: naive, retry at once; else exponential from this
+    retry_jitter: bool = False  # full jitter on the backoff
+    breaker_failures: int = 0  # consecutive failures that open the breaker; 0: no breaker
+    breaker_reset_s: float = 5.0  # open -> half-open after this long
     prefetch: int = 10  # async: unacked deliveries a consumer may hold
     heartbeat_s: int = 10  # async: AMQP heartbeat, how fast a dead peer is noticed
     error_backoff_ms: float = 100.0  # async: pause after a handler error before the nack
@@ -71,6 +79,14 @@ class Knobs:
         _positive("knobs.timeout_s", self.timeout_s)
         _positive("knobs.work_ms", self.work_ms, allow_zero=True)
         _positive("knobs.error_backoff_ms", self.error_backoff_ms, allow_zero=True)
+        _positive("knobs.work_jitter_ms", self.work_jitter_ms, allow_zero=True)
+        _positive("knobs.retry_backoff_ms", self.retry_backoff_ms, allow_zero=True)
+        _positive("knobs.breaker_reset_s", self.breaker_reset_s)
+        for name in ("retries", "breaker_failures"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+                raise TopologyError(f"knobs.{name}", f"{value!r} is not allowed",
+                                    "give a whole number from 0 to 10")
         _positive("knobs.reconnect_max_s", self.reconnect_max_s)
         self._check_queue_policy()
 

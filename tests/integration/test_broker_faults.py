@@ -90,7 +90,7 @@ def test_max_length_with_reject_publish_refuses_at_the_edge(deploy: Deploy) -> N
         statuses = [deployment.place_order(f"o-{i}").status_code for i in range(20)]
     accepted = statuses.count(202)
     assert 5 <= accepted <= 6  # 5 ready (the limit) + the 1 the frozen consumer holds
-    assert statuses.count(503) == 20 - accepted
+    assert statuses.count(429) == 20 - accepted  # the edge tells clients to back off
 
 
 def test_max_length_with_drop_head_keeps_the_newest(deploy: Deploy) -> None:
