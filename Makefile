@@ -21,10 +21,10 @@ demo: setup
 	$(BIN)/testbed demo
 
 test: setup lint
-	$(BIN)/pytest $(PYTEST_ARGS) tests
+	$(BIN)/pytest $(PYTEST_ARGS) tests experiments
 
 lint: $(STAMP)
-	$(BIN)/ruff check testbed tests benchmarks
+	$(BIN)/ruff check testbed tests benchmarks experiments
 	$(BIN)/mypy
 
 unit: $(STAMP)

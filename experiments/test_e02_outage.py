@@ -1,4 +1,6 @@
-"""End to end: the same outage on both topologies, hypotheses stated before the run.
+"""E2 outage: if B is down, A is down; async queues work until B recovers (seeds 000, 001).
+
+The same outage on both topologies, hypotheses stated before the run.
 
 payments becomes unreachable for T = 3 s under 20 orders/s. Predicted from that alone:
 sync fails about rate x T = 60 orders at the edge and recovers at once; async fails
@@ -10,7 +12,6 @@ unacked (prefetch) is delivered twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,10 @@ from testbed.observe import RunResult, run_trial
 from testbed.runtime import Deployment, Runtime
 from testbed.topology import Knobs, paired
 
+from .conftest import accepted, edge_errors, report, save
+
+pytestmark = pytest.mark.flagship
+
 RATE, START, OUTAGE, DURATION = 20, 2.0, 3.0, 8.0
 
 
@@ -45,7 +50,6 @@ def results(testbed_runtime: Runtime,
     """Both trials once per module; each test below reads the same measurements."""
     pair = paired(2, knobs=Knobs(timeout_s=1.0))
     profile = constant(RATE, DURATION)
-    out = Path(pytestconfig.getoption("--report-dir")) / "runs" / "e2e-outage"
     with testbed_runtime.deploy(pair.sync) as sync, \
             testbed_runtime.deploy(pair.async_) as asynchronous:
         found = {
@@ -53,8 +57,7 @@ def results(testbed_runtime: Runtime,
             "async": run_trial(asynchronous, profile,
                                outage_on(asynchronous, "payments-broker")),
         }
-    for name, result in found.items():
-        result.save(out / name)
+    save(pytestconfig, "e02-outage", found)
     yield found
 
 
@@ -63,7 +66,7 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
     removed = START + OUTAGE
     hypotheses = Hypotheses("E2 outage: payments unreachable for 3 s at 20 orders/s")
 
-    sync_errors = int((~sync.requests["ok"]).sum())
+    sync_errors = edge_errors(sync)
     hypotheses.check(close_to("sync edge errors", RATE * OUTAGE, sync_errors, rel=0.2,
                               unit="orders"))
     sync_rate = error_rate(sync.requests, window_s=0.5)
@@ -71,7 +74,7 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
                              1.5, time_to_recover(sync_rate, START, removed, tolerance=0.05),
                              unit="s"))
 
-    hypotheses.check(equals("async edge errors", 0, int((~asynchronous.requests["ok"]).sum()),
+    hypotheses.check(equals("async edge errors", 0, edge_errors(asynchronous),
                             unit="orders"))
     backlog = series(asynchronous.samples, "queue:payments", "ready")  # exact, no lag
     reconnect = Knobs().reconnect_max_s / 2  # on average, half the longest wait
@@ -79,8 +82,7 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
                               peak(backlog)[0], rel=0.2, unit="messages"))
     hypotheses.check(at_most("async backlog drained after removal", 5.0,
                              time_to_recover(backlog, START, removed, tolerance=2), unit="s"))
-    accepted = set(asynchronous.requests.loc[asynchronous.requests["ok"], "order_id"])
-    audit = ledger_audit(accepted, asynchronous.processed("inventory"))
+    audit = ledger_audit(accepted(asynchronous), asynchronous.processed("inventory"))
     hypotheses.check(equals("async orders lost", 0, audit.lost, unit="orders"))
     # At-least-once: the cut can fall between a consumer's work and its ack; what it
     # held unacked (at most prefetch) comes again. Duplicates, bounded, never losses.
@@ -90,9 +92,7 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
 
 
 def test_outage_hypotheses_hold(results: dict[str, RunResult]) -> None:
-    hypotheses = outage_hypotheses(results)
-    print(hypotheses.report())
-    hypotheses.assert_all()
+    report(outage_hypotheses(results))
     assert results["sync"].meta["load"]["fell_behind"] is False
     assert results["async"].meta["drained"] is True
 
@@ -101,7 +101,7 @@ def test_a_wrong_hypothesis_fails_with_a_readable_finding(
         results: dict[str, RunResult]) -> None:
     """Claim the sync chain shrugs the outage off like the queue does: it must not hold."""
     wrong = Hypotheses("E2 outage, deliberately wrong")
-    wrong.check(equals("sync edge errors", 0, int((~results["sync"].requests["ok"]).sum()),
+    wrong.check(equals("sync edge errors", 0, edge_errors(results["sync"]),
                        unit="orders"))
     with pytest.raises(HypothesisFailed) as info:
         wrong.assert_all()
