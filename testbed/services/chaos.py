@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.services.wsgi import Environ, Handler, Reply, read_json
+from testbed.services.reply import Environ, Handler, Reply, read_json
 
 MODES = ("error_rate", "fail_first", "route")
 DEFAULT_STATUS = {"error_rate": 500, "fail_first": 503, "route": 500}

@@ -9,34 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
 from waitress.server import create_server
 
+from testbed.services.chaos import AppChaos
+from testbed.services.reply import Environ, Handler, Reply, StartResponse, read_json
 from testbed.services.stats import Stats
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any
-
-
-Handler = Callable[[Environ], Reply]
+__all__ = ["Environ", "Handler", "Reply", "make_app", "read_json", "serve"]
 
 _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
             429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
             503: "Service Unavailable", 504: "Gateway Timeout"}
-
-
-def read_json(environ: Environ) -> Any:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    raw = environ["wsgi.input"].read(length) if length else b""
-    return json.loads(raw or b"null")
 
 
 WsgiApp = Callable[..., Iterable[bytes]]
@@ -48,8 +32,6 @@ def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> WsgiApp:
     Every app carries application faults (testbed.services.chaos) and their
     /admin/fault routes, checked before any handler, so every service role has them.
     """
-    from testbed.services.chaos import AppChaos  # here: chaos builds on Reply, above
-
     chaos = AppChaos(stats.name, {path for _, path in routes})
     routes = {**routes, **chaos.routes()}
 
