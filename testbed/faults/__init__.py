@@ -19,12 +19,19 @@ from testbed.faults.broker import (
 )
 from testbed.faults.catalog import FAULTS, make_fault
 from testbed.faults.network import LinkDown, ToxicFault
-from testbed.faults.process import CrashLoop, KillService, PauseService, RestartService
+from testbed.faults.process import (
+    CrashAt,
+    CrashLoop,
+    KillService,
+    PauseService,
+    RestartService,
+)
 from testbed.faults.schedule import Planned, Schedule
 from testbed.faults.timeline import Event, Timeline
 
 __all__ = [
-    "FAULTS", "BrokerDown", "ConsumerStall", "CrashLoop", "ErrorRate", "Event", "FailFirst",
+    "FAULTS", "BrokerDown", "ConsumerStall", "CrashAt", "CrashLoop", "ErrorRate", "Event",
+    "FailFirst",
     "Fault", "FaultError", "FaultNotEffective", "FaultRemovalError", "FaultSpecError",
     "KillService", "LinkDown", "MemoryAlarm", "PauseService", "Planned", "PoisonMessage",
     "QueuePurge", "RestartService", "RouteError", "Schedule", "Timeline", "ToxicFault",

@@ -5,6 +5,8 @@ switched inside the service through its /admin/fault endpoint (testbed.services.
 which every service role has. Parameters are checked here with the same rules the
 service applies, so a bad spec fails before anything is touched. The fault lives in the
 service's memory: a service that was killed or restarted meanwhile has none left to remove.
+On an async consumer, error_rate and fail_first fail its message handler instead (it takes
+its orders over AMQP): the message goes the way the consumer's retry policy sends it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class _ApplicationFault(Fault):
         except (TypeError, ValueError) as exc:
             raise FaultSpecError(f"{self.kind} on {service}: {exc}") from exc
         self.url = self.handle.url.rstrip("/")
+        # A consumer takes its orders over AMQP: the fault fails its message handler.
+        self.consumer = deployment.topology.service(service).role == "async_consumer"
         self.cleared: dict[str, Any] | None = None  # the service's last state, from remove
 
     def describe(self) -> str:
@@ -102,7 +106,8 @@ class _ApplicationFault(Fault):
 
 
 class ErrorRate(_ApplicationFault):
-    """Each business request (not GET, not /admin) fails with probability p, seeded.
+    """Each business request (not GET, not /admin) or consumed message fails with
+    probability p, seeded.
 
     Verify: the service echoes the fault; with p = 1 a real POST /orders must also fail.
     With p < 1 no real request is sent: it could succeed (a stray order in the ledgers)
@@ -115,12 +120,11 @@ class ErrorRate(_ApplicationFault):
     def __init__(self, deployment: Deployment, service: str, p: float, status: int = 500,
                  seed: int = DEFAULT_SEED) -> None:
         super().__init__(deployment, service, p=p, status=status, seed=seed)
-        _require_business_route(deployment, service, self.kind)
 
     def _confirm(self, state: dict[str, Any]) -> Verification:
-        if self.spec.p != 1.0:
-            return Verification(True, f"{self.service} holds {self.spec.describe()}; p < 1, "
-                                      "so not probed with a real request")
+        if self.spec.p != 1.0 or self.consumer:
+            return Verification(True, f"{self.service} holds {self.spec.describe()}; not "
+                                      "probed with a real request (p < 1, or a consumer)")
         order = {"order_id": f"fault-verify-{uuid.uuid4().hex[:12]}"}
         return self._expect_failure(self._request("POST", "/orders", json=order),
                                     "POST /orders")
@@ -139,7 +143,6 @@ class FailFirst(_ApplicationFault):
     def __init__(self, deployment: Deployment, service: str, n: int,
                  status: int = 503) -> None:
         super().__init__(deployment, service, n=n, status=status)
-        _require_business_route(deployment, service, self.kind)
 
     def _confirm(self, state: dict[str, Any]) -> Verification:
         return Verification(True, f"{self.service} holds {self.spec.describe()}, "
@@ -166,16 +169,6 @@ class RouteError(_ApplicationFault):
         route = self.spec.route
         assert route is not None
         return self._expect_failure(self._request("GET", route), f"GET {route}")
-
-
-def _require_business_route(deployment: Deployment, service: str, kind: str) -> None:
-    """error_rate and fail_first act on HTTP business requests; consumers take none."""
-    role = next(s.role for s in deployment.topology.services if s.name == service)
-    if role == "async_consumer":
-        raise FaultSpecError(f"{kind} on {service}: an async consumer takes its orders over "
-                             "AMQP, not HTTP, so the fault would never fire; target an HTTP "
-                             "service (e.g. the gateway), use route_error on one of its "
-                             "routes, or a broker/network fault")
 
 
 def _error_of(response: requests.Response) -> str:

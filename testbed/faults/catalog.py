@@ -19,13 +19,19 @@ from testbed.faults.broker import (
     QueuePurge,
 )
 from testbed.faults.network import TOXICS, LinkDown, ToxicFault
-from testbed.faults.process import CrashLoop, KillService, PauseService, RestartService
+from testbed.faults.process import (
+    CrashAt,
+    CrashLoop,
+    KillService,
+    PauseService,
+    RestartService,
+)
 from testbed.runtime.base import Deployment
 
 NETWORK = (*TOXICS, "link_down")
 PROCESS: dict[str, Callable[..., Fault]] = {
     "kill": KillService, "pause": PauseService, "restart": RestartService,
-    "crash_loop": CrashLoop}
+    "crash_loop": CrashLoop, "crash_at": CrashAt}
 BROKER: dict[str, Callable[..., Fault]] = {
     "broker_down": BrokerDown, "memory_alarm": MemoryAlarm, "poison": PoisonMessage,
     "purge": QueuePurge, "consumer_stall": ConsumerStall}
@@ -51,7 +57,7 @@ def make_fault(deployment: Deployment, name: str, target: str, **params: Any) ->
                                  f"got {target!r}")
         return LinkDown(deployment, target)
     if name in PROCESS:
-        if name != "crash_loop":
+        if name not in ("crash_loop", "crash_at"):
             _no_params(name, params)
         return _build(name, PROCESS[name], deployment, target, params)
     if name in BROKER:

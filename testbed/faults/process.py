@@ -1,4 +1,5 @@
-"""Process faults on a deployment's services: kill, pause, restart, crash-loop.
+"""Process faults on a deployment's services: kill, pause, restart, crash-loop, crash at
+a named point in the service's code.
 
 They act through the ServiceHandle protocol, so they work on every runtime (processes
 here, containers later). Each checks its effect on the service's own port.
@@ -7,10 +8,14 @@ here, containers later). Each checks its effect on the service's own port.
 from __future__ import annotations
 
 import threading
+import time
+
+import requests
 
 from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification
 from testbed.faults.probes import probe
 from testbed.runtime.base import Deployment, ServiceHandle
+from testbed.services.crash import ADMIN_CRASH
 
 
 def find_service(deployment: Deployment, name: str) -> ServiceHandle:
@@ -136,3 +141,61 @@ class CrashLoop(_ServiceFault):
     def verify(self) -> Verification:
         return Verification(self.crashes >= 1 and not self.service.running(),
                             f"{self.crashes} crash(es) so far, service down now")
+
+
+class CrashAt(_ServiceFault):
+    """Crash the service at a named point in its code (``/admin/crash``), ``times`` times:
+    arm the point, wait until an order reaches it and the process dies, start it again.
+
+    Points: ``after_process`` (a consumer: side effect done, ack not sent) and
+    ``after_write`` (the async gateway: order stored, event not yet published).
+    Needs orders flowing: a point nobody reaches within ``wait_s`` is a FaultError.
+    """
+
+    kind = "crash_at"
+
+    def __init__(self, deployment: Deployment, service: str, point: str, times: int = 1,
+                 wait_s: float = 10.0) -> None:
+        super().__init__(deployment, service)
+        if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= 20:
+            raise FaultSpecError(f"crash_at times={times!r}; give a whole number from 1 to 20")
+        self.point, self.times, self.wait_s = point, times, float(wait_s)
+        self.url = self.service.url.rstrip("/") + ADMIN_CRASH
+        self.crashes = 0
+        state = self._call("GET")
+        if point not in state.get("points", []):
+            raise FaultSpecError(f"crash_at: {service} has no crash point {point!r}; its "
+                                 f"points: {', '.join(state.get('points', [])) or 'none'}")
+
+    def describe(self) -> str:
+        return f"crash_at({self.point}, {self.times}x) on {self.target}"
+
+    def _call(self, method: str, **kwargs: object) -> dict[str, list[str]]:
+        try:
+            response = requests.request(method, self.url, timeout=5, **kwargs)  # type: ignore[arg-type]
+            response.raise_for_status()
+            return dict(response.json())
+        except requests.RequestException as exc:
+            raise FaultError(f"crash_at: {method} {ADMIN_CRASH} on {self.target} failed: "
+                             f"{exc}") from exc
+
+    def inject(self) -> None:
+        for _ in range(self.times):
+            self._call("PUT", json={"point": self.point})
+            deadline = time.monotonic() + self.wait_s
+            while self.service.running() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self.service.running():
+                self._call("DELETE")
+                raise FaultError(f"crash_at: no order reached {self.point!r} on {self.target}"
+                                 f" within {self.wait_s} s; is load flowing to it?")
+            self.crashes += 1
+            self.service.start()
+
+    def remove(self) -> None:
+        if not self.service.running():
+            self.service.start()
+
+    def verify(self) -> Verification:
+        return Verification(self.crashes == self.times and self.service.running(),
+                            f"crashed {self.crashes} time(s) at {self.point}, running again")

@@ -15,16 +15,19 @@ from testbed.faults.broker import ready_count
 from testbed.load import LoadGenerator, LoadProfile
 from testbed.observe.result import RunResult, events_frame, ledgers_frame
 from testbed.observe.sampler import Sampler
-from testbed.runtime.base import Deployment
+from testbed.runtime.base import Deployment, retry_queue
 
 
 def queues_drained(deployment: Deployment) -> bool:
-    """No message ready in any of the deployment's queues (exact counts over AMQP)."""
+    """No message ready in any of the deployment's queues, nor waiting in a retry queue
+    (exact counts over AMQP)."""
     broker = deployment.broker
     if broker is None:
         return True
+    waiting = [retry_queue(spec.name) for spec in deployment.topology.services
+               if spec.consumes and spec.knobs.consumer_retries]
     try:
-        return all(ready_count(broker, queue) == 0 for queue in broker.queues)
+        return all(ready_count(broker, queue) == 0 for queue in (*broker.queues, *waiting))
     except FaultError:  # a broker still coming back is not drained
         return False
 

@@ -67,6 +67,11 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dlq"
 
 
+def retry_queue(queue: str) -> str:
+    """Where a consumer puts a failed message to wait before its next attempt."""
+    return f"{queue}.retry"
+
+
 @dataclass(frozen=True)
 class BrokerAccess:
     """A deployment's slice of the broker: its vhost, exchange and queues, and the broker's

@@ -33,6 +33,7 @@ from testbed.runtime.base import (
     ProxyEndpoint,
     dead_letter_exchange,
     dead_letter_queue,
+    retry_queue,
 )
 from testbed.services.config import AmqpTarget, ServiceConfig
 from testbed.topology.model import Topology
@@ -301,12 +302,16 @@ class LocalRuntime:
         queues = []
         for spec in topology.services:
             if spec.consumes:
-                admin.declare_queue(vhost, spec.name, spec.knobs.queue_arguments(dead_letters))
+                admin.declare_queue(vhost, spec.name,
+                                    spec.knobs.queue_arguments(spec.name, dead_letters))
                 admin.bind(vhost, exchange, spec.name, spec.consumes)
                 queues.append(spec.name)
                 if spec.knobs.dead_letter:
                     admin.declare_queue(vhost, dead_letter_queue(spec.name))
                     admin.bind(vhost, dead_letters, dead_letter_queue(spec.name), spec.name)
+                if spec.knobs.consumer_retries:
+                    admin.declare_queue(vhost, retry_queue(spec.name),
+                                        spec.knobs.retry_queue_arguments(spec.name))
         return BrokerAccess(node.address, vhost, exchange, tuple(queues), admin, node)
 
     def _service_config(self, topology: Topology, name: str, ports: dict[str, int],

@@ -2,7 +2,12 @@
 
 Manual acks after the work and the (confirmed) publish, so a crash before the ack means
 redelivery, not loss: at-least-once, as a real consumer would run. The consume loop
-reconnects with capped backoff; /health reports whether it is consuming right now.
+reconnects with capped backoff; /health reports whether every replica is consuming.
+
+Knobs decide what a failing message does (nack and requeue at once, or wait in the
+retry queue ``consumer_retries`` times, then the dead-letter queue), whether a redelivered
+order is charged again (``idempotent``), and how many competing consumers share the
+queue (``replicas``, one connection each). The last stage answers a request-reply.
 """
 
 from __future__ import annotations
@@ -16,25 +21,44 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from testbed.services.amqp import PERSISTENT, connection_parameters
+from testbed.services.amqp import connection_parameters
+from testbed.services.chaos import AppChaos
 from testbed.services.common import common_routes
 from testbed.services.config import ServiceConfig
+from testbed.services.crash import CrashPoints
 from testbed.services.ledger import Ledger
 from testbed.services.stats import Stats
 from testbed.services.wsgi import Environ, Handler, Reply, make_app, serve
 
+ATTEMPT_HEADER = "x-attempt"
+AFTER_PROCESS = "after_process"  # crash point: side effect done, not yet acked
+
+
+class HandlerFailure(Exception):
+    """The handler could not process this message (poison, or an injected failure)."""
+
 
 class Consumer:
-    def __init__(self, config: ServiceConfig, stats: Stats, ledger: Ledger) -> None:
+    def __init__(self, config: ServiceConfig, stats: Stats, ledger: Ledger,
+                 chaos: AppChaos, crash: CrashPoints) -> None:
         assert config.amqp is not None and config.queue is not None
         self.config = config
+        self.knobs = config.knobs
         self.stats = stats
         self.ledger = ledger
+        self.chaos = chaos
+        self.crash = crash
         self.params = connection_parameters(config.amqp, config.knobs.heartbeat_s)
-        self.consuming = False
+        self._consuming: set[int] = set()
+        self._lock = threading.Lock()
         self.stalled = threading.Event()
 
-    def on_message(self, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+    @property
+    def consuming(self) -> bool:
+        with self._lock:
+            return len(self._consuming) == self.knobs.replicas
+
+    def on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         self.stats.count("received")
         if method.redelivered:
             self.stats.count("redelivered")
@@ -45,52 +69,98 @@ class Consumer:
                 channel.connection.sleep(0.05)
             try:
                 order = self.handle(body)
-            except (ValueError, KeyError, TypeError):
-                # A message the handler cannot process (poison): give it back to the
-                # broker, which redelivers it, dead-letters it or drops it per the queue's
-                # policy. The backoff keeps a redelivery loop from burning a core.
+            except HandlerFailure:
                 self.stats.count("handler_errors")
-                time.sleep(self.config.knobs.error_backoff_ms / 1000.0)
-                channel.basic_nack(method.delivery_tag, requeue=True)
+                self.fail(channel, method, props, body)
                 return
-            # The side effect happens before the ack: a crash in between means the broker
-            # redelivers and the ledger shows the duplicate (at-least-once, made visible).
-            self.ledger.record(order["order_id"])
-            if self.config.publishes:
-                assert self.config.amqp is not None
-                channel.basic_publish(self.config.amqp.exchange, self.config.publishes, body,
-                                      properties=PERSISTENT, mandatory=True)
+            self.side_effect(order["order_id"])
+            self.crash.reached(AFTER_PROCESS)
+            self.forward(channel, props, body)
             channel.basic_ack(method.delivery_tag)
         self.stats.count("ok")
 
     def handle(self, body: bytes) -> dict[str, Any]:
         """The business part: parse the event and do the work."""
-        order = json.loads(body)
+        if self.chaos.check("CONSUME", f"/{self.config.queue}") is not None:
+            self.stats.count("injected_errors")
+            raise HandlerFailure("injected failure")
+        try:
+            order = json.loads(body)
+        except ValueError as exc:
+            raise HandlerFailure("not JSON") from exc
         if not isinstance(order, dict) or not isinstance(order.get("order_id"), str):
-            raise ValueError("event without an order_id")
-        if self.config.knobs.work_ms:
-            time.sleep(self.config.knobs.work_ms / 1000.0)
+            raise HandlerFailure("event without an order_id")
+        if self.knobs.work_ms:
+            time.sleep(self.knobs.work_ms / 1000.0)
         return order
 
-    def run_forever(self) -> None:
+    def side_effect(self, order_id: str) -> None:
+        """The charge. It happens before the ack: a crash in between means the broker
+        redelivers; a naive consumer charges again, an idempotent one skips it."""
+        if not self.knobs.idempotent:
+            self.ledger.record(order_id)
+        elif not self.ledger.record_once(order_id):
+            self.stats.count("duplicates_skipped")
+
+    def forward(self, channel: Any, props: Any, body: bytes) -> None:
+        """Publish this stage's event (carrying any reply address on), or, at the last
+        stage, answer the request-reply caller."""
+        assert self.config.amqp is not None
+        if self.config.publishes:
+            properties = pika.BasicProperties(
+                content_type="application/json", delivery_mode=2,
+                reply_to=props.reply_to, correlation_id=props.correlation_id)
+            channel.basic_publish(self.config.amqp.exchange, self.config.publishes, body,
+                                  properties=properties, mandatory=True)
+        elif props.reply_to:
+            channel.basic_publish("", props.reply_to, body, properties=pika.BasicProperties(
+                content_type="application/json", correlation_id=props.correlation_id))
+            self.stats.count("replies")
+
+    def fail(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        """What a failed message does next, per the knobs. The backoff keeps a requeue
+        loop from burning a core."""
+        attempt = int((props.headers or {}).get(ATTEMPT_HEADER, 0))
+        if attempt < self.knobs.consumer_retries:
+            # Park it in the delay queue; its TTL sends it back to this queue later.
+            headers = {**(props.headers or {}), ATTEMPT_HEADER: attempt + 1}
+            retry = pika.BasicProperties(
+                content_type="application/json", delivery_mode=2, headers=headers,
+                reply_to=props.reply_to, correlation_id=props.correlation_id)
+            channel.basic_publish("", f"{self.config.queue}.retry", body, properties=retry,
+                                  mandatory=True)
+            channel.basic_ack(method.delivery_tag)
+            self.stats.count("retries_scheduled")
+            return
+        if self.knobs.consumer_retries:
+            channel.basic_reject(method.delivery_tag, requeue=False)  # to the DLQ
+            self.stats.count("dead_lettered")
+            return
+        # No retry policy: give it back to the broker, which redelivers it, dead-letters
+        # it or drops it per the queue's policy (delivery limit, DLX).
+        time.sleep(self.knobs.error_backoff_ms / 1000.0)
+        channel.basic_nack(method.delivery_tag, requeue=True)
+
+    def run_forever(self, replica: int) -> None:
         failures = 0
         while True:
             try:
                 connection = pika.BlockingConnection(self.params)
                 channel = connection.channel()
                 channel.confirm_delivery()
-                channel.basic_qos(prefetch_count=self.config.knobs.prefetch)
+                channel.basic_qos(prefetch_count=self.knobs.prefetch)
                 channel.basic_consume(self.config.queue, self.on_message)
-                self.consuming = True
+                with self._lock:
+                    self._consuming.add(replica)
                 failures = 0
                 channel.start_consuming()
             except (pika.exceptions.AMQPError, OSError):
                 self.stats.count("reconnects")
             finally:
-                self.consuming = False
+                with self._lock:
+                    self._consuming.discard(replica)
             failures += 1
-            cap = self.config.knobs.reconnect_max_s
-            time.sleep(min(cap, 0.05 * 2 ** min(failures, 8)))
+            time.sleep(min(self.knobs.reconnect_max_s, 0.05 * 2 ** min(failures, 8)))
 
 
 def stall_routes(consumer: Consumer) -> dict[tuple[str, str], Handler]:
@@ -112,12 +182,18 @@ def stall_routes(consumer: Consumer) -> dict[tuple[str, str], Handler]:
 
 
 def run(config: ServiceConfig) -> None:
-    stats = Stats(config.name, config.role, config.knobs.prefetch)
+    stats = Stats(config.name, config.role, config.knobs.prefetch * config.knobs.replicas)
     ledger = Ledger(Path(config.ledger_path))
-    consumer = Consumer(config, stats, ledger)
+    chaos = AppChaos(config.name)
+    crash = CrashPoints(config.name, (AFTER_PROCESS,))
+    consumer = Consumer(config, stats, ledger, chaos, crash)
     routes = common_routes(stats, ledger, healthy=lambda: consumer.consuming)
     routes.update(stall_routes(consumer))
-    app = make_app(routes, stats)
+    routes.update(crash.routes())
+    app = make_app(routes, stats, chaos)
     threading.Thread(target=serve, args=(app, config.host, config.port, 2, 16),
                      name="http", daemon=True).start()
-    consumer.run_forever()
+    for replica in range(1, config.knobs.replicas):
+        threading.Thread(target=consumer.run_forever, args=(replica,), name=f"replica{replica}",
+                         daemon=True).start()
+    consumer.run_forever(0)

@@ -9,6 +9,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Protocol
+
+
+class OrderLedger(Protocol):
+    """What /ledger and /read need of a service's record of orders."""
+
+    def count(self, order_id: str) -> int: ...
+    def snapshot(self) -> dict[str, int]: ...
 
 
 class Ledger:
@@ -17,7 +25,12 @@ class Ledger:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         if path.exists():  # a restarted service keeps its history
-            self._counts.update(line for line in path.read_text().splitlines() if line)
+            for line in path.read_text().splitlines():
+                if line.startswith("-"):
+                    self._counts[line[1:]] -= 1
+                elif line:
+                    self._counts[line] += 1
+            self._counts = +self._counts  # forgotten orders leave no zero behind
         self._file = path.open("a", buffering=1)
 
     def record(self, order_id: str) -> int:
@@ -26,6 +39,29 @@ class Ledger:
             self._counts[order_id] += 1
             self._file.write(order_id + "\n")
             return self._counts[order_id]
+
+    def record_once(self, order_id: str) -> bool:
+        """Record an order only if never recorded (the idempotency check and the side
+        effect in one step); False when it was a duplicate."""
+        with self._lock:
+            if self._counts[order_id]:
+                return False
+            self._counts[order_id] += 1
+            self._file.write(order_id + "\n")
+            return True
+
+    def forget(self, order_id: str) -> None:
+        """Undo one record (a compensating action, e.g. when the publish failed)."""
+        with self._lock:
+            if self._counts[order_id] <= 1:
+                del self._counts[order_id]
+            else:
+                self._counts[order_id] -= 1
+            self._file.write(f"-{order_id}\n")
+
+    def count(self, order_id: str) -> int:
+        with self._lock:
+            return self._counts.get(order_id, 0)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

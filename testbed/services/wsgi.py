@@ -26,13 +26,14 @@ _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
 WsgiApp = Callable[..., Iterable[bytes]]
 
 
-def make_app(routes: dict[tuple[str, str], Handler], stats: Stats) -> WsgiApp:
+def make_app(routes: dict[tuple[str, str], Handler], stats: Stats,
+             chaos: AppChaos | None = None) -> WsgiApp:
     """A WSGI app dispatching on (method, path); every request counts as in flight.
 
     Every app carries application faults (testbed.services.chaos) and their
     /admin/fault routes, checked before any handler, so every service role has them.
     """
-    chaos = AppChaos(stats.name, {path for _, path in routes})
+    chaos = chaos or AppChaos(stats.name, {path for _, path in routes})
     routes = {**routes, **chaos.routes()}
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

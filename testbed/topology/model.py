@@ -63,6 +63,12 @@ class Knobs:
     heartbeat_s: int = 10  # async: AMQP heartbeat, how fast a dead peer is noticed
     error_backoff_ms: float = 100.0  # async: pause after a handler error before the nack
     reconnect_max_s: float = 0.5  # async consumer: longest wait between reconnect attempts
+    consumer_retries: int = 0  # async: retry a failed message via a delay queue, N times
+    consumer_retry_delay_ms: float = 1000.0  # async: how long a failed message waits
+    idempotent: bool = False  # async consumer: skip the side effect of a seen order
+    replicas: int = 1  # async consumer: competing consumers on the queue (own channels)
+    outbox: bool = False  # async gateway: order + event in one local transaction, relayed
+    request_reply: bool = False  # async gateway: wait (timeout_s) for the last stage's reply
     # Queue policies of an async consumer's queue:
     queue_type: str = "classic"  # classic | quorum (quorum is needed for delivery_limit)
     max_length: int | None = None  # messages the queue holds at most
@@ -82,12 +88,21 @@ class Knobs:
         _positive("knobs.work_jitter_ms", self.work_jitter_ms, allow_zero=True)
         _positive("knobs.retry_backoff_ms", self.retry_backoff_ms, allow_zero=True)
         _positive("knobs.breaker_reset_s", self.breaker_reset_s)
-        for name in ("retries", "breaker_failures"):
+        for name in ("retries", "breaker_failures", "consumer_retries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
                 raise TopologyError(f"knobs.{name}", f"{value!r} is not allowed",
                                     "give a whole number from 0 to 10")
         _positive("knobs.reconnect_max_s", self.reconnect_max_s)
+        _positive("knobs.consumer_retry_delay_ms", self.consumer_retry_delay_ms)
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) \
+                or not 1 <= self.replicas <= 8:
+            raise TopologyError("knobs.replicas", f"{self.replicas!r} is not allowed",
+                                "give a whole number from 1 to 8")
+        for name in ("idempotent", "outbox", "request_reply", "retry_jitter", "dead_letter"):
+            if not isinstance(getattr(self, name), bool):
+                raise TopologyError(f"knobs.{name}", f"{getattr(self, name)!r} is not allowed",
+                                    "give true or false")
         self._check_queue_policy()
 
     def _check_queue_policy(self) -> None:
@@ -103,12 +118,20 @@ class Knobs:
                                       or value < 1):
                 raise TopologyError(f"knobs.{name}", f"{value!r} is not allowed",
                                     "give a whole number of 1 or more, or leave it out")
+        if self.outbox and self.request_reply:
+            raise TopologyError("knobs.request_reply", "request-reply waits for the answer "
+                                "itself; an outbox relays later", "set only one of outbox, "
+                                "request_reply")
+        if self.consumer_retries and not self.dead_letter:
+            raise TopologyError("knobs.consumer_retries",
+                                "a message that fails every retry must go somewhere",
+                                "set dead_letter=True as well, so it is parked in <queue>.dlq")
         if self.delivery_limit is not None and self.queue_type != "quorum":
             raise TopologyError("knobs.delivery_limit",
                                 "RabbitMQ 3.10 classic queues have no delivery limit",
                                 "set queue_type='quorum' as well")
 
-    def queue_arguments(self, dead_letter_exchange: str) -> dict[str, object]:
+    def queue_arguments(self, queue: str, dead_letter_exchange: str) -> dict[str, object]:
         """The x-arguments that put these policies on a consumer's queue."""
         arguments: dict[str, object] = {"x-queue-type": self.queue_type}
         if self.max_length is not None:
@@ -117,8 +140,15 @@ class Knobs:
         if self.delivery_limit is not None:
             arguments["x-delivery-limit"] = self.delivery_limit
         if self.dead_letter:
+            # Routed by the queue's name, whatever key the message was published with.
             arguments["x-dead-letter-exchange"] = dead_letter_exchange
+            arguments["x-dead-letter-routing-key"] = queue
         return arguments
+
+    def retry_queue_arguments(self, queue: str) -> dict[str, object]:
+        """A delay queue: a failed message waits out the TTL, then goes back to ``queue``."""
+        return {"x-message-ttl": int(self.consumer_retry_delay_ms),
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
 
 
 @dataclass(frozen=True)
