@@ -13,6 +13,7 @@ queue (``replicas``, one connection each). The last stage answers a request-repl
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ class Consumer:
         self._consuming: set[int] = set()
         self._lock = threading.Lock()
         self.stalled = threading.Event()
+        self._rng = random.Random(f"{config.knobs.seed}:{config.name}")
 
     @property
     def consuming(self) -> bool:
@@ -90,8 +92,12 @@ class Consumer:
             raise HandlerFailure("not JSON") from exc
         if not isinstance(order, dict) or not isinstance(order.get("order_id"), str):
             raise HandlerFailure("event without an order_id")
-        if self.knobs.work_ms:
-            time.sleep(self.knobs.work_ms / 1000.0)
+        seconds = self.knobs.work_ms / 1000.0
+        if self.knobs.work_jitter_ms:
+            with self._lock:  # one seeded sequence for all replicas: a run replays
+                seconds += self._rng.expovariate(1000.0 / self.knobs.work_jitter_ms)
+        if seconds:
+            time.sleep(seconds)
         return order
 
     def side_effect(self, order_id: str) -> None:
