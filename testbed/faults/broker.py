@@ -37,7 +37,8 @@ def _queue_of(access: BrokerAccess, queue: str) -> str:
     return queue
 
 
-def _connection(access: BrokerAccess, blocked_timeout: float = 60) -> pika.BlockingConnection:
+def broker_connection(access: BrokerAccess,
+                      blocked_timeout: float = 60) -> pika.BlockingConnection:
     address = access.address
     params = pika.ConnectionParameters(
         host=address.host, port=address.amqp_port, virtual_host=access.vhost,
@@ -51,7 +52,7 @@ def _connection(access: BrokerAccess, blocked_timeout: float = 60) -> pika.Block
 
 def ready_count(access: BrokerAccess, queue: str) -> int:
     """Messages ready in a queue right now (a passive declare: exact, no stats lag)."""
-    connection = _connection(access)
+    connection = broker_connection(access)
     try:
         frame = connection.channel().queue_declare(queue, passive=True)
         return int(frame.method.message_count)
@@ -110,7 +111,7 @@ class MemoryAlarm(Fault):
         blocked: list[Any] = []
         # A blocked connection cannot even close cleanly (the broker stops reading it),
         # so the probe lets pika's blocked-connection timeout end it after a few seconds.
-        connection = _connection(self.access, blocked_timeout=3)
+        connection = broker_connection(self.access, blocked_timeout=3)
         try:
             connection.add_on_connection_blocked_callback(lambda *_: blocked.append(1))
             channel = connection.channel()
@@ -147,7 +148,7 @@ class PoisonMessage(Fault):
 
     def inject(self) -> None:
         self._errors_before = self._handler_errors()
-        connection = _connection(self.access)
+        connection = broker_connection(self.access)
         try:
             channel = connection.channel()
             channel.confirm_delivery()

@@ -2,7 +2,8 @@
 
 Load, samplers and the fault schedule share one timeline origin. After the load ends
 and every fault is removed, the trial keeps sampling until the queues are drained (or
-``drain_timeout_s`` passes), so recovery is on the record, then reads the ledgers.
+``drain_timeout_s`` passes), so recovery is on the record, then reads the ledgers and
+the dead-letter queues (as ledgers named ``<queue>.dlq``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict
 from testbed.faults import FaultError, Planned, Schedule, Timeline
 from testbed.faults.broker import ready_count
 from testbed.load import LoadGenerator, LoadProfile
+from testbed.observe.dead_letters import dead_letters
 from testbed.observe.result import RunResult, events_frame, ledgers_frame
 from testbed.observe.sampler import Sampler
 from testbed.runtime.base import Deployment, retry_queue
@@ -65,8 +67,9 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
             "runtime": deployment.runtime, "profile": [asdict(s) for s in profile.steps],
             "load": asdict(generator.summary()), "drained": drained,
             "faults": [f"{p.fault.describe()} at {p.at} s for {p.duration} s" for p in plan]}
-    return RunResult(name, requests, samples, events_frame(timeline),
-                     ledgers_frame(deployment.ledgers()), meta)
+    ledgers = {**deployment.ledgers(), **dead_letters(deployment)}
+    return RunResult(name, requests, samples, events_frame(timeline), ledgers_frame(ledgers),
+                     meta)
 
 
 def _plan_end(plan: list[Planned]) -> float:

@@ -1,0 +1,165 @@
+"""E5 retry storm: independent retries at every hop multiply the load on the service that
+is already struggling (seed 004).
+
+Fault: the bottom service of a depth-3 topology fails every order (error_rate p = 1)
+from t = 1 s for T = 5 s, under 5 orders/s for 7 s.
+Model, sync (gateway -> orders -> payments -> inventory): with naive retries (r = 2, no
+backoff) at each of the 3 calling hops, an order that fails at the bottom is tried
+(1 + r) times by payments, for each of the (1 + r) tries of orders, for each of the
+(1 + r) tries of the gateway: inventory sees (1 + r)^3 = 27 calls per order (+-10%).
+With backoff + jitter + a breaker (opens after F = 5 failures, half-open after 2 s) at
+every hop, the bottom sees F calls to open payments' breaker and then at most a probe per
+half-open period: at most F + 2 x (T / 2 s + 1) = 13 calls over the whole fault, far
+below one call per order.
+Model, async (payments -> inventory -> notification): a failing message is retried by the
+consumer's policy. Naive (nack and requeue at once, 5 ms pause) it loops as fast as the
+consumer can spin: we predict at least 10 attempts per order that met the fault (R x T =
+25 orders). With a retry policy (r = 2 retries, d = 1 s apart, then the DLQ) no order is
+tried more than 1 + r = 3 times; the orders whose last try still falls in the fault,
+those that arrived in its first T - r x d = 3 s, about 15 (+-30%), are parked in
+notification.dlq; the rest succeed on a retry; accepted = processed + dead-lettered.
+Negative controls: the bounded-amplification claims fail on the naive runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from testbed.analysis import (
+    Hypotheses,
+    at_least,
+    at_most,
+    close_to,
+    equals,
+    ledger_audit,
+    peak,
+    series,
+)
+from testbed.faults import Planned, make_fault
+from testbed.load import constant
+from testbed.observe import RunResult, run_trial
+from testbed.runtime import Runtime
+from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
+
+from .conftest import accepted, counter, edge_errors, report, save
+
+pytestmark = pytest.mark.flagship
+
+RATE, START, T, DURATION = 5, 1.0, 5.0, 7.0
+RETRIES, DEPTH = 2, 3
+FAILURES, RESET_S = 5, 2.0
+NAIVE = Knobs(retries=RETRIES, timeout_s=2.0)
+SANE = Knobs(retries=RETRIES, retry_backoff_ms=50, retry_jitter=True, timeout_s=2.0,
+             breaker_failures=FAILURES, breaker_reset_s=RESET_S)
+NAIVE_CONSUMER = Knobs(error_backoff_ms=5)
+DELAY_S = 1.0
+POLICY_CONSUMER = Knobs(consumer_retries=RETRIES, consumer_retry_delay_ms=DELAY_S * 1000,
+                        dead_letter=True)
+SANE_BOUND = FAILURES + 2 * (T / RESET_S + 1)
+MET = RATE * T  # orders that reach the bottom while it fails
+NAIVE_FLOOR = 10  # attempts per order: a 5 ms loop manages ~30 on 2 busy cores
+
+
+def bottom(topology: Topology) -> str:
+    return topology.services[-1].name
+
+
+def storm_trial(runtime: Runtime, topology: Topology) -> RunResult:
+    with runtime.deploy(topology) as deployment:
+        plan = [Planned(make_fault(deployment, "error_rate", bottom(topology), p=1.0),
+                        at=START, duration=T)]
+        return run_trial(deployment, constant(RATE, DURATION), plan, drain_timeout_s=10)
+
+
+@pytest.fixture(scope="module")
+def results(testbed_runtime: Runtime,
+            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
+    found = {
+        "sync_naive": storm_trial(testbed_runtime, sync_chain(DEPTH, knobs=NAIVE)),
+        "sync_sane": storm_trial(testbed_runtime, sync_chain(DEPTH, knobs=SANE)),
+        "async_naive": storm_trial(testbed_runtime,
+                                   async_pipeline(DEPTH, knobs=NAIVE_CONSUMER)),
+        "async_policy": storm_trial(testbed_runtime,
+                                    async_pipeline(DEPTH, knobs=POLICY_CONSUMER)),
+    }
+    save(pytestconfig, "e05-retry-storm", found)
+    yield found
+
+
+def bottom_calls(result: RunResult, service: str) -> float:
+    """Calls that reached the failing service and failed there (the injected errors)."""
+    return counter(result, service, "injected_errors")
+
+
+def sync_naive_hypotheses(result: RunResult) -> Hypotheses:
+    hypotheses = Hypotheses(f"E5 sync, naive retries (r = {RETRIES} at {DEPTH} hops)")
+    failed = edge_errors(result)
+    hypotheses.check(close_to("calls at the bottom per failed order", (1 + RETRIES) ** DEPTH,
+                              bottom_calls(result, "inventory") / max(failed, 1), rel=0.1,
+                              unit="calls"))
+    return hypotheses
+
+
+def sync_bounded_hypotheses(result: RunResult) -> Hypotheses:
+    hypotheses = Hypotheses(f"E5 sync, backoff + jitter + breaker (F = {FAILURES}, "
+                            f"reset {RESET_S:.0f} s)")
+    hypotheses.check(at_most("calls at the bottom during the fault", SANE_BOUND,
+                             bottom_calls(result, "inventory"), unit="calls"))
+    hypotheses.check(at_least("orders failed at the edge (fast, by the breakers)",
+                              0.8 * RATE * T, edge_errors(result), unit="orders"))
+    return hypotheses
+
+
+def async_policy_hypotheses(result: RunResult) -> Hypotheses:
+    hypotheses = Hypotheses(f"E5 async, retry policy ({RETRIES} retries 1 s apart, then DLQ)")
+    attempts = counter(result, "notification", "handler_errors")
+    parked = counter(result, "notification", "dead_lettered")
+    hypotheses.check(at_most("attempts per order that met the fault", 1 + RETRIES,
+                             attempts / MET, unit="attempts"))
+    hypotheses.check(close_to("orders parked in the DLQ", RATE * (T - RETRIES * DELAY_S),
+                              parked, rel=0.3, unit="orders"))
+    dlq = series(result.samples, "queue:notification.dlq", "ready")
+    hypotheses.check(equals("DLQ depth = orders parked", parked,
+                            peak(dlq)[0] if len(dlq) else 0, unit="messages"))
+    audit = ledger_audit(accepted(result), result.processed("notification"),
+                         dead_lettered=result.processed("notification.dlq"))
+    hypotheses.check(equals("dead-lettered orders in the audit", parked,
+                            audit.dead_lettered, unit="orders"))
+    hypotheses.check(equals("orders lost (accepted = processed + dead-lettered)", 0,
+                            audit.lost, unit="orders"))
+    return hypotheses
+
+
+def test_sync_naive_retries_multiply_load_at_the_bottom(
+        results: dict[str, RunResult]) -> None:
+    report(sync_naive_hypotheses(results["sync_naive"]))
+
+
+def test_sync_backoff_and_breakers_bound_the_load(results: dict[str, RunResult]) -> None:
+    report(sync_bounded_hypotheses(results["sync_sane"]))
+
+
+def test_async_naive_requeue_spins(results: dict[str, RunResult]) -> None:
+    result = results["async_naive"]
+    hypotheses = Hypotheses("E5 async, naive requeue (5 ms pause)")
+    hypotheses.check(at_least("attempts per order that met the fault", NAIVE_FLOOR,
+                              counter(result, "notification", "handler_errors") / MET,
+                              unit="attempts"))
+    audit = ledger_audit(accepted(result), result.processed("notification"))
+    hypotheses.check(equals("orders lost (requeued, processed after the fault)", 0,
+                            audit.lost, unit="orders"))
+    report(hypotheses)
+
+
+def test_async_retry_policy_bounds_redeliveries(results: dict[str, RunResult]) -> None:
+    report(async_policy_hypotheses(results["async_policy"]))
+
+
+def test_negative_controls_naive_runs_fail_the_bounded_claims(
+        results: dict[str, RunResult]) -> None:
+    sync_failed = {v.name for v in sync_bounded_hypotheses(results["sync_naive"]).failed}
+    assert "calls at the bottom during the fault" in sync_failed
+    async_failed = {v.name for v in async_policy_hypotheses(results["async_naive"]).failed}
+    assert "attempts per order that met the fault" in async_failed
