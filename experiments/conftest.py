@@ -54,3 +54,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "experiments" in str(item.path):
             item.add_marker(pytest.mark.experiment)
+
+
+def stored(result: RunResult) -> set[str]:
+    """Orders in the gateway's own database (its ledger): what the business thinks it took."""
+    return set(result.processed("gateway"))
+
+
+def charges(result: RunResult, service: str) -> int:
+    """Side effects a service performed (a ledger's counts summed: duplicates included)."""
+    return sum(result.processed(service).values())
