@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test check lint unit bench gc clean
+.PHONY: setup demo catalog test check lint unit bench gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ setup: $(STAMP)
 	$(BIN)/testbed setup
 
 demo: setup
-	$(BIN)/testbed demo
+	$(BIN)/testbed run
+
+catalog: setup
+	$(BIN)/testbed run --all
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests experiments

@@ -13,6 +13,7 @@ import pytest
 
 from testbed.analysis import Hypotheses
 from testbed.observe import RunResult
+from testbed.pytest_plugin import record_verdicts
 
 
 def save(config: pytest.Config, experiment: str, results: dict[str, RunResult]) -> None:
@@ -45,8 +46,10 @@ def counter(result: RunResult, service: str, name: str) -> float:
 
 
 def report(hypotheses: Hypotheses) -> None:
-    """Print the verdicts (visible with -s and in the saved output), then assert."""
+    """Print the verdicts (visible with -s and in the saved output), keep them for the
+    suite summary, then assert."""
     print("\n" + hypotheses.report())
+    record_verdicts(hypotheses)
     hypotheses.assert_all()
 
 

@@ -1,4 +1,4 @@
-"""The ``testbed`` command: up, down, status, doctor, gc, setup, demo.
+"""The ``testbed`` command: run, up, down, status, doctor, gc, setup, demo.
 
 Thin over the layers below: parse, call, print. Errors the testbed raises on purpose
 print as one clear line (exit 1); usage errors come from argparse (exit 2).
@@ -225,6 +225,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from testbed.suite import SuiteRun, run_suite
+
+    return run_suite(SuiteRun(everything=args.all, workers=args.workers,
+                              report_dir=Path(args.report_dir), runtime=args.runtime,
+                              select=args.k))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_doctor)
     sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(func=cmd_gc)
     sub.add_parser("setup", help="install missing components").set_defaults(func=cmd_setup)
+
+    run = sub.add_parser("run", help="run the flagship experiments (--all: the catalog) "
+                                     "and write the suite summary")
+    run.add_argument("--all", action="store_true", help="every experiment, not only flagship")
+    run.add_argument("-n", "--workers", type=int, default=2, help="parallel workers (2)")
+    run.add_argument("--report-dir", default="reports")
+    run.add_argument("--runtime", default="local")
+    run.add_argument("-k", help="only experiments matching this pytest -k expression")
+    run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="paired topology, the same orders through both")
     demo.add_argument("--orders", type=int, default=20)

@@ -8,18 +8,25 @@ the test fails.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from testbed.analysis import Hypotheses
 from testbed.faults import Planned
 from testbed.load import LoadProfile
 from testbed.observe import RunResult, run_trial
+from testbed.report import write_suite_summary
+from testbed.report.verdicts import VERDICTS_DIR, save_verdicts
 from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
 from testbed.topology import Topology
+
+_OUTCOMES = pytest.StashKey[dict[str, str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,8 +37,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where experiment reports are written (default: reports/)")
 
 
+_CONFIG: list[pytest.Config] = []  # the session's config, for record_verdicts
+
+
+def _controller(config: pytest.Config) -> bool:
+    """True in the process that runs the session (not in a pytest-xdist worker)."""
+    return not hasattr(config, "workerinput")
+
+
+def _report_dir(config: pytest.Config) -> Path:
+    return Path(config.getoption("--report-dir"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "experiment: a chaos experiment with hypotheses")
+    _CONFIG[:] = [config]
+    config.stash[_OUTCOMES] = {}
+    if _controller(config):  # verdicts of an earlier session would mix into the summary
+        shutil.rmtree(_report_dir(config) / VERDICTS_DIR, ignore_errors=True)
+
+
+def record_verdicts(hypotheses: Hypotheses) -> None:
+    """Keep the running test's verdicts for the suite summary (experiments call this)."""
+    if not _CONFIG:
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").rsplit(" (", 1)[0]
+    save_verdicts(_report_dir(_CONFIG[0]), test, hypotheses)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _CONFIG and (report.when == "call" or report.outcome != "passed"):
+        _CONFIG[0].stash[_OUTCOMES][report.nodeid] = report.outcome
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the suite summary when any test recorded verdicts."""
+    config = session.config
+    if not _controller(config) or not (_report_dir(config) / VERDICTS_DIR).exists():
+        return
+    path = write_suite_summary(_report_dir(config), config.stash[_OUTCOMES])
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"testbed: suite summary written to {path}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,88 @@
+"""Every experiment's verdicts, saved per test as CSV and gathered into a suite summary.
+
+Each test writes its own file (pytest-xdist runs tests in several processes, so there is
+no shared object to append to); the summary is built from the files afterwards, which
+also means it can be rebuilt from a finished run without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from testbed.analysis.hypotheses import Hypotheses, format_number
+
+VERDICTS_DIR = "verdicts"
+SUMMARY_FILE = "summary.md"
+COLUMNS = ["test", "title", "name", "claim", "predicted", "measured", "tolerance_text",
+           "passed", "finding"]
+
+
+def _safe(test: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", test).strip("_")
+
+
+def save_verdicts(report_dir: Path, test: str, hypotheses: Hypotheses) -> Path:
+    """Append one Hypotheses' verdicts to the test's file under report_dir/verdicts/."""
+    frame = hypotheses.to_frame()
+    frame.insert(0, "title", hypotheses.title)
+    frame.insert(0, "test", test)
+    path = report_dir / VERDICTS_DIR / f"{_safe(test)}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[COLUMNS].to_csv(path, mode="a", header=not path.exists(), index=False)
+    return path
+
+
+def load_verdicts(report_dir: Path) -> pd.DataFrame:
+    """All saved verdicts, ordered by test (an empty frame if there are none)."""
+    files = sorted((report_dir / VERDICTS_DIR).glob("*.csv"))
+    if not files:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files],
+                      ignore_index=True)
+    frame["passed"] = frame["passed"].astype(str).str.lower() == "true"
+    return frame.sort_values("test", kind="stable").reset_index(drop=True)
+
+
+def _number(value: object) -> str:
+    """Numbers as the hypotheses print them (CSV gives them back as float or text)."""
+    try:
+        return format_number(float(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None) -> str:
+    """Markdown: one section per experiment module, each hypothesis with predicted vs
+    measured and its verdict; ``outcomes`` (test id -> passed/failed) adds test results."""
+    if verdicts.empty:
+        return "# Experiment suite\n\nNo verdicts were recorded.\n"
+    held = int(verdicts["passed"].sum())
+    lines = ["# Experiment suite", "",
+             f"{held} of {len(verdicts)} hypotheses hold"
+             f" across {verdicts['test'].nunique()} tests.", ""]
+    modules = verdicts["test"].str.split("::").str[0]
+    for module, group in verdicts.groupby(modules, sort=True):
+        lines += [f"## {Path(str(module)).stem}", ""]
+        for title, rows in group.groupby("title", sort=False):
+            lines += [f"**{title}**", "", "| hypothesis | predicted | measured | verdict |",
+                      "|---|---|---|---|"]
+            for row in rows.itertuples():
+                verdict = "holds" if row.passed else "**does NOT hold**"
+                tolerance = f" ({row.tolerance_text})" if row.tolerance_text else ""
+                lines.append(f"| {row.name} | {_number(row.predicted)}{tolerance} | "
+                             f"{_number(row.measured)} | {verdict} |")
+            lines.append("")
+    if outcomes:
+        failed = sorted(t for t, outcome in outcomes.items() if outcome != "passed")
+        lines += ["## Tests", "", f"{len(outcomes) - len(failed)} of {len(outcomes)} "
+                  "passed." + ("" if not failed else " Failed: " + ", ".join(failed)), ""]
+    return "\n".join(lines)
+
+
+def write_suite_summary(report_dir: Path, outcomes: dict[str, str] | None = None) -> Path:
+    path = report_dir / SUMMARY_FILE
+    path.write_text(suite_summary(load_verdicts(report_dir), outcomes))
+    return path

@@ -1,0 +1,62 @@
+"""Running the experiment suite from the command line (``testbed run``).
+
+The experiments are pytest modules, so the suite is a pytest session: the flagship set
+(``-m flagship``) by default, the whole catalog with ``--all``, in parallel workers
+(pytest-xdist), with the suite summary written by the pytest plugin at the end.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.errors import TestbedError
+from testbed.report.verdicts import SUMMARY_FILE
+
+EXPERIMENTS_DIR = "experiments"
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """What ``testbed run`` was asked to do."""
+
+    everything: bool = False  # the whole catalog, not only the flagship experiments
+    workers: int = 2
+    report_dir: Path = Path("reports")
+    runtime: str = "local"
+    select: str | None = None  # a pytest -k expression
+
+
+def find_experiments(start: Path) -> Path:
+    """The experiments/ folder of the project checkout at or above ``start``."""
+    for folder in (start, *start.parents):
+        candidate = folder / EXPERIMENTS_DIR
+        if (candidate / "conftest.py").exists():
+            return candidate
+    raise TestbedError(f"no {EXPERIMENTS_DIR}/ folder at or above {start}: run `testbed run` "
+                       "from the project checkout (where the README is)")
+
+
+def pytest_argv(run: SuiteRun, experiments: Path) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", str(experiments), "-p", "no:cacheprovider",
+            "-q", "--report-dir", str(run.report_dir.resolve()), "--runtime", run.runtime]
+    if run.workers > 1:
+        argv += ["-n", str(run.workers)]
+    if not run.everything:
+        argv += ["-m", "flagship"]
+    if run.select:
+        argv += ["-k", run.select]
+    return argv
+
+
+def run_suite(run: SuiteRun) -> int:
+    """Run the suite; print the summary; pytest's exit status (0: every verdict held)."""
+    experiments = find_experiments(Path.cwd())
+    status = subprocess.call(pytest_argv(run, experiments), cwd=experiments.parent)
+    summary = run.report_dir / SUMMARY_FILE
+    if summary.exists():
+        print("\n" + summary.read_text())
+        print(f"summary: {summary}; results: {run.report_dir / 'runs'}")
+    return status
