@@ -64,7 +64,11 @@ def test_unknown_shape_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(("knob", "value"), [("pool_size", 0), ("timeout_s", -1.0),
-                                             ("prefetch", 1.5), ("work_ms", -3)])
+                                             ("prefetch", 1.5), ("work_ms", -3),
+                                             ("replicas", 0), ("replicas", 9),
+                                             ("idempotent", "yes"), ("outbox", 1),
+                                             ("consumer_retries", 11),
+                                             ("consumer_retry_delay_ms", 0)])
 def test_bad_knobs_are_rejected(knob: str, value: object) -> None:
     with pytest.raises(TopologyError, match=f"knobs.{knob}"):
         Knobs(**{knob: value})  # type: ignore[arg-type]
@@ -138,3 +142,22 @@ def test_load_topology_reports_bad_toml(tmp_path: Path) -> None:
 def test_fixed_port_must_be_usable() -> None:
     with pytest.raises(TopologyError, match="port"):
         ServiceSpec("a", "http_stage", port=80)
+
+
+def test_consumer_retries_need_a_dead_letter_queue() -> None:
+    with pytest.raises(TopologyError, match=r"knobs\.consumer_retries.*dead_letter=True"):
+        Knobs(consumer_retries=2)
+    assert Knobs(consumer_retries=2, dead_letter=True).retry_queue_arguments("payments") == {
+        "x-message-ttl": 1000, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "payments"}
+
+
+def test_outbox_and_request_reply_exclude_each_other() -> None:
+    with pytest.raises(TopologyError, match=r"knobs\.request_reply.*only one"):
+        Knobs(outbox=True, request_reply=True)
+
+
+def test_dead_letters_are_routed_by_the_queue_name() -> None:
+    arguments = Knobs(dead_letter=True).queue_arguments("payments", "orders.dlx")
+    assert arguments["x-dead-letter-exchange"] == "orders.dlx"
+    assert arguments["x-dead-letter-routing-key"] == "payments"
