@@ -1,4 +1,4 @@
-"""The ``testbed`` command: run, up, down, status, doctor, gc, setup, demo.
+"""The ``testbed`` command: run, report, up, down, status, doctor, gc, setup, demo.
 
 Thin over the layers below: parse, call, print. Errors the testbed raises on purpose
 print as one clear line (exit 1); usage errors come from argparse (exit 2).
@@ -233,6 +233,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                               select=args.k))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from testbed.report.suite_report import write_reports
+
+    report_dir = Path(args.report_dir)
+    if not (report_dir / "verdicts").exists():
+        raise TestbedError(f"no saved results under {report_dir}/ (verdicts/ is missing): "
+                           "run the suite first with `testbed run`, or give --report-dir")
+    written = write_reports(report_dir)
+    print(f"rebuilt {len(written.experiments)} experiment reports; suite page "
+          f"{written.index}, summary {written.summary}, JUnit {written.junit}")
+    if args.trend:
+        for regression in written.regressions:
+            print(f"REGRESSION: {regression}")
+        print(f"{len(written.regressions)} regression(s) against the history")
+        return 1 if written.regressions else 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime", default="local")
     run.add_argument("-k", help="only experiments matching this pytest -k expression")
     run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="rebuild the reports from saved results "
+                                           "(--trend: compare with the history)")
+    report.add_argument("--report-dir", default="reports")
+    report.add_argument("--trend", action="store_true",
+                        help="flag regressions against reports/history.csv (exit 1)")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="paired topology, the same orders through both")
     demo.add_argument("--orders", type=int, default=20)

@@ -21,7 +21,7 @@ from testbed.analysis import Hypotheses
 from testbed.faults import Planned
 from testbed.load import LoadProfile
 from testbed.observe import RunResult, run_trial
-from testbed.report import write_suite_summary
+from testbed.report.suite_report import save_outcomes, write_reports
 from testbed.report.verdicts import VERDICTS_DIR, save_verdicts
 from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
 from testbed.topology import Topology
@@ -71,14 +71,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the suite summary when any test recorded verdicts."""
+    """Write the reports (and a history entry) when any test recorded verdicts."""
     config = session.config
-    if not _controller(config) or not (_report_dir(config) / VERDICTS_DIR).exists():
+    report_dir = _report_dir(config)
+    if not _controller(config) or not (report_dir / VERDICTS_DIR).exists():
         return
-    path = write_suite_summary(_report_dir(config), config.stash[_OUTCOMES])
+    save_outcomes(report_dir, config.stash[_OUTCOMES])
+    written = write_reports(report_dir, record_history=True)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"testbed: suite summary written to {path}")
+        reporter.write_line(f"testbed: reports written: {written.index} "
+                            f"({len(written.experiments)} experiments), {written.summary}, "
+                            f"{written.junit}")
+        for regression in written.regressions:
+            reporter.write_line(f"testbed: REGRESSION: {regression}")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from testbed.observe.dead_letters import dead_letters
 from testbed.observe.result import RunResult, events_frame, ledgers_frame
 from testbed.observe.sampler import Sampler
 from testbed.runtime.base import Deployment, retry_queue
+from testbed.topology import Knobs
 
 
 def queues_drained(deployment: Deployment) -> bool:
@@ -66,10 +67,18 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
     meta = {"topology": deployment.topology.name, "deployment": deployment.id,
             "runtime": deployment.runtime, "profile": [asdict(s) for s in profile.steps],
             "load": asdict(generator.summary()), "drained": drained,
-            "faults": [f"{p.fault.describe()} at {p.at} s for {p.duration} s" for p in plan]}
+            "faults": [f"{p.fault.describe()} at {p.at} s for {p.duration} s" for p in plan],
+            "knobs": knobs_changed(deployment)}
     ledgers = {**deployment.ledgers(), **dead_letters(deployment)}
     return RunResult(name, requests, samples, events_frame(timeline), ledgers_frame(ledgers),
                      meta)
+
+
+def knobs_changed(deployment: Deployment) -> dict[str, dict[str, object]]:
+    """Each service's knobs that differ from the defaults: the run's contributing factors."""
+    defaults = asdict(Knobs())
+    return {spec.name: {k: v for k, v in asdict(spec.knobs).items() if defaults[k] != v}
+            for spec in deployment.topology.services}
 
 
 def _plan_end(plan: list[Planned]) -> float:

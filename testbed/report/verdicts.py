@@ -54,9 +54,11 @@ def _number(value: object) -> str:
         return str(value)
 
 
-def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None) -> str:
+def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None,
+                  links: dict[str, str] | None = None) -> str:
     """Markdown: one section per experiment module, each hypothesis with predicted vs
-    measured and its verdict; ``outcomes`` (test id -> passed/failed) adds test results."""
+    measured and its verdict; ``outcomes`` (test id -> passed/failed) adds test results,
+    ``links`` (module name -> its incident report) links each section to its report."""
     if verdicts.empty:
         return "# Experiment suite\n\nNo verdicts were recorded.\n"
     held = int(verdicts["passed"].sum())
@@ -65,7 +67,9 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
              f" across {verdicts['test'].nunique()} tests.", ""]
     modules = verdicts["test"].str.split("::").str[0]
     for module, group in verdicts.groupby(modules, sort=True):
-        lines += [f"## {Path(str(module)).stem}", ""]
+        stem = Path(str(module)).stem
+        link = (links or {}).get(stem)
+        lines += [f"## [{stem}]({link})" if link else f"## {stem}", ""]
         for title, rows in group.groupby("title", sort=False):
             lines += [f"**{title}**", "", "| hypothesis | predicted | measured | verdict |",
                       "|---|---|---|---|"]

@@ -1,0 +1,59 @@
+"""Charts of one run (matplotlib, PNG): what the user saw and what piled up, on the run's
+timeline with the fault windows shaded, so cause and effect line up by eye."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a CI machine
+
+import matplotlib.pyplot as plt
+
+from testbed.analysis import error_rate, fault_windows, windowed_latency
+from testbed.observe import RunResult
+from testbed.report.incident import dlq_depth, queue_depth
+
+FAULT_COLOR = "#f4b6b6"
+
+
+def run_chart(result: RunResult, title: str) -> bytes:
+    """Three stacked panels, one time axis: edge latency p50/p95/p99, edge error rate,
+    queue and DLQ depth. Returns PNG bytes."""
+    latency = windowed_latency(result.requests)
+    errors = error_rate(result.requests)
+    backlog, dead = queue_depth(result.samples), dlq_depth(result.samples)
+    figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(8, 6.4), sharex=True)
+    figure.suptitle(title, fontsize=11)
+    for column, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
+        if column in latency:
+            top.plot(latency.index, latency[column] * 1000, style, label=column)
+    top.set_ylabel("edge latency (ms)")
+    top.legend(loc="upper right", fontsize=8)
+    middle.step(errors.index, errors * 100, where="post", color="tab:red")
+    middle.set_ylabel("edge errors (%)")
+    middle.set_ylim(-2, 102)
+    if len(backlog):
+        bottom.plot(backlog.index, backlog.to_numpy(), color="tab:blue", label="queued")
+    if len(dead):
+        bottom.plot(dead.index, dead.to_numpy(), color="tab:purple", label="dead-lettered")
+    if len(backlog) or len(dead):
+        bottom.legend(loc="upper right", fontsize=8)
+    else:
+        bottom.text(0.5, 0.5, "no queues (synchronous)", ha="center", va="center",
+                    transform=bottom.transAxes, color="gray")
+    bottom.set_ylabel("messages")
+    bottom.set_xlabel("seconds since the load started")
+    windows = fault_windows(result.events) if not result.events.empty else []
+    end_of_data = float(result.samples["t"].max()) if len(result.samples) else 0.0
+    for axes in (top, middle, bottom):
+        axes.grid(alpha=0.3)
+        for window in windows:
+            axes.axvspan(window.start, window.end if window.end is not None else end_of_data,
+                         color=FAULT_COLOR, alpha=0.5, lw=0)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,116 @@
+"""The history of suite runs (one CSV under reports/, appended per run) and trend checks.
+
+A regression is a verdict that held in the previous run and fails now, or a key number
+(a hypothesis' measured value) worse than its recent range. "Worse" follows the
+hypothesis: above an upper bound's history, below a lower bound's, further from the
+prediction for "close to". The recent range is widened by a margin (half its width, and
+at least 10% of the prediction), so a number that is noisy but stable does not alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+HISTORY_FILE = "history.csv"
+RECENT_RUNS = 10
+COLUMNS = ["run", "test", "title", "name", "predicted", "measured", "tolerance_text",
+           "passed"]
+
+
+@dataclass(frozen=True)
+class Regression:
+    test: str
+    hypothesis: str
+    kind: str  # "verdict flip" | "worse than recent range"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.test}: {self.hypothesis}: {self.detail}"
+
+
+def append_history(report_dir: Path, verdicts: pd.DataFrame,
+                   run: str | None = None) -> Path:
+    """Add this run's verdicts to reports/history.csv; returns its path."""
+    path = report_dir / HISTORY_FILE
+    if verdicts.empty:
+        return path
+    frame = verdicts.assign(run=run or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    frame[COLUMNS].to_csv(path, mode="a", header=not path.exists(), index=False)
+    return path
+
+
+def load_history(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.read_csv(path, keep_default_na=False, dtype={"run": str})
+    frame["passed"] = frame["passed"].astype(str).str.lower() == "true"
+    return frame
+
+
+def _number(value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return math.nan
+
+
+def _badness(tolerance: str, predicted: float, measured: float) -> float:
+    """Larger is worse, on the hypothesis' own terms; NaN where it has no direction."""
+    if tolerance == "upper bound":
+        return measured
+    if tolerance == "lower bound":
+        return -measured
+    if tolerance.startswith("±") or tolerance == "exact":
+        return abs(measured - predicted)
+    return math.nan
+
+
+def trend(history: pd.DataFrame, recent: int = RECENT_RUNS) -> list[Regression]:
+    """Compare the newest run in ``history`` with the runs before it."""
+    runs = list(dict.fromkeys(history["run"]))
+    if len(runs) < 2:
+        return []
+    latest = history[history["run"] == runs[-1]]
+    before = history[history["run"].isin(runs[-1 - recent:-1])]
+    previous = history[history["run"] == runs[-2]]
+    found = []
+    for row in latest.itertuples():
+        key = (history["test"] == row.test) & (history["title"] == row.title) \
+            & (history["name"] == row.name)
+        last = previous[key.loc[previous.index]]
+        if len(last) and bool(last["passed"].iloc[-1]) and not row.passed:
+            found.append(Regression(row.test, f"{row.title}: {row.name}", "verdict flip",
+                                    f"held in run {runs[-2]}, fails now "
+                                    f"(measured {row.measured})"))
+            continue
+        past = before[key.loc[before.index]]
+        predicted, measured = _number(row.predicted), _number(row.measured)
+        now = _badness(str(row.tolerance_text), predicted, measured)
+        scores = [_badness(str(t), _number(p), _number(m)) for t, p, m in
+                  zip(past["tolerance_text"], past["predicted"], past["measured"], strict=True)]
+        scores = [s for s in scores if not math.isnan(s)]
+        if math.isnan(now) or len(scores) < 3:
+            continue
+        low, high = min(scores), max(scores)
+        margin = max(0.5 * (high - low), 0.1 * abs(predicted) if not math.isnan(predicted)
+                     else 0.0, 1e-9)
+        if now > high + margin:
+            seen = _range(str(row.tolerance_text), low, high, predicted)
+            found.append(Regression(row.test, f"{row.title}: {row.name}",
+                                    "worse than recent range",
+                                    f"measured {row.measured}; the last {len(scores)} runs "
+                                    f"ranged {seen}"))
+    return found
+
+
+def _range(tolerance: str, low: float, high: float, predicted: float) -> str:
+    if tolerance == "lower bound":
+        return f"{-high:g} to {-low:g}"
+    if tolerance == "upper bound":
+        return f"{low:g} to {high:g}"
+    return f"{low:g} to {high:g} away from {predicted:g}"

@@ -1,0 +1,195 @@
+"""The facts of an incident, read off one run: impact, timeline, detection, recovery.
+
+Detection uses the alerts an operator would have: an edge error rate of 5% or more in a
+1 s window (what a sync system shows), or a queue holding 2 s worth of arrivals or more
+(the only signal an async system gives, since its edge stays healthy). A first symptom
+is anything visibly off: any edge error, the edge p99 at twice its baseline (and 50 ms
+more), or a backlog above a handful of messages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from testbed.analysis import (
+    error_rate,
+    fault_windows,
+    ledger_audit,
+    peak,
+    time_to_detect,
+    windowed_latency,
+)
+from testbed.observe import RunResult
+
+ERROR_ALERT = 0.05  # edge error rate that pages someone
+BACKLOG_ALERT_S = 2.0  # queue depth alert: this many seconds of arrivals
+BACKLOG_SYMPTOM = 5  # messages ready that are already "something is off"
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    t: float
+    what: str
+
+
+@dataclass(frozen=True)
+class Incident:
+    """What one topology went through in one run."""
+
+    topology: str
+    faults: list[str]
+    fault_start: float | None
+    fault_end: float | None
+    orders: int
+    edge_errors: int
+    error_peak: float  # worst 1 s edge error rate (0..1)
+    p99_baseline: float  # edge p99 before the fault (s)
+    p99_peak: float  # worst 1 s edge p99 (s)
+    backlog_peak: float  # most messages ready in any consumer queue
+    dlq_peak: float
+    drained: bool
+    lost: int  # accepted orders the last stage never processed (nor dead-lettered)
+    duplicated: int  # accepted orders the last stage processed more than once
+    first_symptom: float | None
+    detected: float | None
+    detected_by: str
+    recovered: float | None  # after the fault's end: edge healthy and queues drained
+    knobs: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    @property
+    def timeline(self) -> list[TimelineEntry]:
+        entries = []
+        if self.fault_start is not None:
+            entries.append(TimelineEntry(self.fault_start, "fault injected: "
+                                         + "; ".join(self.faults)))
+        if self.first_symptom is not None:
+            entries.append(TimelineEntry(self.first_symptom, "first symptom"))
+        if self.detected is not None:
+            entries.append(TimelineEntry(self.detected, f"detected ({self.detected_by})"))
+        if self.fault_end is not None:
+            entries.append(TimelineEntry(self.fault_end, "fault removed"))
+        if self.recovered is not None:
+            entries.append(TimelineEntry(self.recovered, "recovered"))
+        return sorted(entries, key=lambda e: e.t)
+
+    def summary(self) -> str:
+        """One clause in the language of an incident."""
+        parts = []
+        if self.edge_errors:
+            parts.append(f"edge error rate peaked at {self.error_peak:.0%} "
+                         f"({self.edge_errors} of {self.orders} orders failed)")
+        else:
+            parts.append("no edge errors")
+        if self.p99_peak > max(2 * self.p99_baseline, self.p99_baseline + 0.05):
+            parts.append(f"edge p99 peaked at {_seconds(self.p99_peak)}")
+        if self.backlog_peak >= BACKLOG_SYMPTOM:
+            drained = (f"drained {_seconds(self.recovered - self.fault_end)} after removal"
+                       if self.recovered is not None and self.fault_end is not None
+                       else "drained" if self.drained else "never drained")
+            parts.append(f"backlog peaked at {self.backlog_peak:,.0f} and {drained}")
+        if self.dlq_peak:
+            parts.append(f"{self.dlq_peak:,.0f} dead-lettered")
+        parts.append("nothing lost" if not self.lost else f"{self.lost} orders LOST")
+        if self.duplicated:
+            parts.append(f"{self.duplicated} processed twice")
+        return f"{self.topology}: " + ", ".join(parts)
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def last_stage(result: RunResult) -> str | None:
+    """The service whose ledger says an order is done: the last one listed."""
+    services = [s for s in result.ledgers["service"].unique() if not str(s).endswith(".dlq")]
+    return str(services[-1]) if services else None
+
+
+def _queue_series(samples: pd.DataFrame, dead_letter: bool) -> pd.Series:
+    """Ready messages summed over the consumer queues (or over the DLQs) per sample time."""
+    rows = samples[(samples["source"].str.startswith("queue:"))
+                   & (samples["metric"] == "ready")]
+    is_dlq = rows["source"].str.endswith(".dlq")
+    rows = rows[is_dlq if dead_letter else ~is_dlq & ~rows["source"].str.endswith(".retry")]
+    if rows.empty:
+        return pd.Series([], dtype=float)
+    return rows.groupby(rows["t"].round(2))["value"].sum()
+
+
+def queue_depth(samples: pd.DataFrame) -> pd.Series:
+    return _queue_series(samples, dead_letter=False)
+
+
+def dlq_depth(samples: pd.DataFrame) -> pd.Series:
+    return _queue_series(samples, dead_letter=True)
+
+
+def _first(*times: float | None) -> float | None:
+    found = [t for t in times if t is not None and not math.isnan(t)]
+    return min(found) if found else None
+
+
+def incident(result: RunResult, topology: str | None = None) -> Incident:
+    """The incident facts of one run; ``topology`` names it in the report."""
+    requests = result.requests
+    windows = fault_windows(result.events) if not result.events.empty else []
+    start = min((w.start for w in windows), default=None)
+    ends = [w.end for w in windows if w.end is not None]
+    end = max(ends) if ends else None
+    errors = error_rate(requests)
+    latency = windowed_latency(requests)
+    before = latency[latency.index < start] if start is not None else latency
+    baseline = float(before["p99"].median()) if len(before) else float("nan")
+    backlog, dead = queue_depth(result.samples), dlq_depth(result.samples)
+    stage = last_stage(result)
+    accepted = set(requests.loc[requests["ok"].astype(bool), "order_id"])
+    dlq_ids = {k: v for s in result.ledgers["service"].unique() if str(s).endswith(".dlq")
+               for k, v in result.processed(str(s)).items()}
+    audit = (ledger_audit(accepted, result.processed(stage), dead_lettered=dlq_ids)
+             if stage else None)
+    rate = len(requests) / max(float(requests["t_scheduled"].max()), 1.0) if len(requests) \
+        else 0.0
+    after = start if start is not None else 0.0
+    symptom = _first(time_to_detect(errors, 1e-9, after),
+                     time_to_detect(latency["p99"], max(2 * baseline, baseline + 0.05), after)
+                     if not math.isnan(baseline) else None,
+                     time_to_detect(backlog, BACKLOG_SYMPTOM, after) if len(backlog) else None)
+    by_errors = time_to_detect(errors, ERROR_ALERT, after)
+    by_backlog = (time_to_detect(backlog, max(BACKLOG_SYMPTOM, rate * BACKLOG_ALERT_S), after)
+                  if len(backlog) else None)
+    detected = _first(by_errors, by_backlog)
+    detected_by = ("" if detected is None else "edge error rate >= 5%"
+                   if detected == by_errors else
+                   f"queue depth >= {max(BACKLOG_SYMPTOM, rate * BACKLOG_ALERT_S):.0f}")
+    return Incident(
+        topology=topology or result.name, faults=list(result.meta.get("faults", [])),
+        fault_start=start, fault_end=end, orders=len(requests),
+        edge_errors=int((~requests["ok"].astype(bool)).sum()),
+        error_peak=float(errors.max()) if len(errors) else 0.0,
+        p99_baseline=baseline,
+        p99_peak=float(latency["p99"].max()) if len(latency) else float("nan"),
+        backlog_peak=peak(backlog)[0] if len(backlog) else 0.0,
+        dlq_peak=peak(dead)[0] if len(dead) else 0.0,
+        drained=bool(result.meta.get("drained", True)),
+        lost=audit.lost if audit else 0, duplicated=audit.duplicated if audit else 0,
+        first_symptom=None if symptom is None else after + symptom,
+        detected=None if detected is None else after + detected, detected_by=detected_by,
+        recovered=_recovered(errors, backlog, end),
+        knobs=dict(result.meta.get("knobs", {})))
+
+
+def _recovered(errors: pd.Series, backlog: pd.Series, end: float | None) -> float | None:
+    """When, after the fault's end, the edge stopped failing and the queues emptied for
+    good (a 1 s error window counts until its end); None if it was still bad at the end."""
+    if end is None:
+        return None
+    failing = [float(t) for t, v in errors.items() if v > 0 and float(t) + 1.0 > end]
+    if failing and failing[-1] == float(errors.index[-1]):
+        return None
+    queued = [float(t) for t, v in backlog.items() if v >= BACKLOG_SYMPTOM and float(t) > end]
+    if queued and float(backlog.iloc[-1]) >= BACKLOG_SYMPTOM:
+        return None
+    return max([end, *(t + 1.0 for t in failing), *queued])

@@ -1,0 +1,85 @@
+"""Everything a finished suite run leaves for people and CI, from the saved results: an
+incident report per experiment, the suite page (Markdown and HTML) linking to them,
+JUnit XML, and (for a live run) an entry in the history with the trend against it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from testbed.report.history import (
+    HISTORY_FILE,
+    Regression,
+    append_history,
+    load_history,
+    trend,
+)
+from testbed.report.junit import write_junit
+from testbed.report.render import (
+    ExperimentReport,
+    build_report,
+    experiments_in,
+    module_of,
+    render,
+)
+from testbed.report.verdicts import SUMMARY_FILE, load_verdicts, suite_summary
+
+OUTCOMES_FILE = "outcomes.json"
+INDEX_HTML = "index.html"
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("testbed.report", "templates"),
+                          autoescape=jinja2.select_autoescape(["html"]))
+
+
+@dataclass
+class SuiteReport:
+    index: Path
+    summary: Path
+    junit: Path
+    experiments: list[ExperimentReport] = field(default_factory=list)
+    regressions: list[Regression] = field(default_factory=list)
+
+
+def save_outcomes(report_dir: Path, outcomes: dict[str, str]) -> None:
+    (report_dir / OUTCOMES_FILE).write_text(json.dumps(outcomes, indent=1, sort_keys=True))
+
+
+def load_outcomes(report_dir: Path) -> dict[str, str]:
+    path = report_dir / OUTCOMES_FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def write_reports(report_dir: Path, record_history: bool = False) -> SuiteReport:
+    """Write every report from what is saved under ``report_dir``. With
+    ``record_history`` (a live run) the verdicts are appended to the history first, and
+    the trend is checked against it either way when a history exists."""
+    verdicts = load_verdicts(report_dir)
+    outcomes = load_outcomes(report_dir)
+    reports = []
+    recorded = " ".join(verdicts["test"])
+    for experiment in experiments_in(report_dir):
+        if f"/{module_of(experiment)}.py::" not in recorded:
+            continue  # results of some other session, with no verdicts of this one
+        report = build_report(report_dir, experiment, verdicts)
+        out = report_dir / experiment
+        out.mkdir(parents=True, exist_ok=True)
+        for name, png in report.charts.items():
+            (out / f"{name}.png").write_bytes(png)
+        (out / "report.md").write_text(render(report, "incident.md.j2"))
+        (out / "report.html").write_text(render(report, "incident.html.j2"))
+        reports.append(report)
+    if record_history:
+        append_history(report_dir, verdicts)
+    regressions = trend(load_history(report_dir / HISTORY_FILE))
+    links = {module_of(r.name): f"{r.name}/report.md" for r in reports}
+    summary = report_dir / SUMMARY_FILE
+    summary.write_text(suite_summary(verdicts, outcomes, links))
+    held = int(verdicts["passed"].sum()) if len(verdicts) else 0
+    index = report_dir / INDEX_HTML
+    index.write_text(_ENV.get_template("suite.html.j2").render(
+        headline=f"{held} of {len(verdicts)} hypotheses hold across {len(reports)} "
+                 "experiments.", reports=reports, regressions=regressions))
+    junit = write_junit(report_dir, verdicts, outcomes)
+    return SuiteReport(index, summary, junit, reports, regressions)
