@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo catalog test check lint unit bench gc clean
+.PHONY: setup browser demo catalog test check lint unit bench gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ demo: setup
 catalog: setup
 	$(BIN)/testbed run --all
 
-test: setup lint
+# Headless Chromium renders a generated report in the tests (Debian's package, as root).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: setup browser lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests experiments
 
 lint: $(STAMP)

@@ -10,6 +10,7 @@ more), or a backlog above a handful of messages.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -24,6 +25,7 @@ from testbed.analysis import (
 )
 from testbed.observe import RunResult
 
+DEPLOYMENT_PREFIX = re.compile(r"\b[a-z_]+\d+/")  # "async2/payments" -> "payments"
 ERROR_ALERT = 0.05  # edge error rate that pages someone
 BACKLOG_ALERT_S = 2.0  # queue depth alert: this many seconds of arrivals
 BACKLOG_SYMPTOM = 5  # messages ready that are already "something is off"
@@ -165,7 +167,8 @@ def incident(result: RunResult, topology: str | None = None) -> Incident:
                    if detected == by_errors else
                    f"queue depth >= {max(BACKLOG_SYMPTOM, rate * BACKLOG_ALERT_S):.0f}")
     return Incident(
-        topology=topology or result.name, faults=list(result.meta.get("faults", [])),
+        topology=topology or result.name,
+        faults=[DEPLOYMENT_PREFIX.sub("", f) for f in result.meta.get("faults", [])],
         fault_start=start, fault_end=end, orders=len(requests),
         edge_errors=int((~requests["ok"].astype(bool)).sum()),
         error_peak=float(errors.max()) if len(errors) else 0.0,
