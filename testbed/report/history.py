@@ -1,10 +1,12 @@
 """The history of suite runs (one CSV under reports/, appended per run) and trend checks.
 
-A regression is a verdict that held in the previous run and fails now, or a key number
-(a hypothesis' measured value) worse than its recent range. "Worse" follows the
-hypothesis: above an upper bound's history, below a lower bound's, further from the
-prediction for "close to". The recent range is widened by a margin (half its width, and
-at least 10% of the prediction), so a number that is noisy but stable does not alarm.
+A regression is a verdict that held in the previous run and fails now, a key number (a
+hypothesis' measured value) worse than its recent range, or one sliding steadily worse
+(a fitted trend over the recent runs that beats the noise around it three times over).
+"Worse" follows the hypothesis: above an upper bound's history, below a lower bound's,
+further from the prediction for "close to". The recent range is widened by a margin
+(half its width, and at least 10% of the prediction), so a number that is noisy but
+stable does not alarm.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 HISTORY_FILE = "history.csv"
@@ -97,15 +100,35 @@ def trend(history: pd.DataFrame, recent: int = RECENT_RUNS) -> list[Regression]:
         if math.isnan(now) or len(scores) < 3:
             continue
         low, high = min(scores), max(scores)
-        margin = max(0.5 * (high - low), 0.1 * abs(predicted) if not math.isnan(predicted)
-                     else 0.0, 1e-9)
-        if now > high + margin:
+        floor = 0.1 * abs(predicted) if not math.isnan(predicted) else 0.0
+        if now > high + max(0.5 * (high - low), floor, 1e-9):
             seen = _range(str(row.tolerance_text), low, high, predicted)
             found.append(Regression(row.test, f"{row.title}: {row.name}",
                                     "worse than recent range",
                                     f"measured {row.measured}; the last {len(scores)} runs "
                                     f"ranged {seen}"))
+        elif (drift := _drift([*scores, now], floor)) is not None:
+            found.append(Regression(row.test, f"{row.title}: {row.name}", "slow drift",
+                                    f"worse by {drift:g} over the last {len(scores) + 1} "
+                                    f"runs, steadily (measured now {row.measured})"))
     return found
+
+
+def _drift(scores: list[float], floor: float) -> float | None:
+    """How much worse the fitted line got across the runs, if that is four standard
+    errors or more (a t-test on the slope) and beats the floor, and the newest run is
+    worse than every run of the older half; else None: a steady slide, not a wobble."""
+    n = len(scores)
+    x = np.arange(n, dtype=float)
+    y = np.asarray(scores, dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    total = float(slope * (n - 1))
+    residual = y - (slope * x + intercept)
+    spread = math.sqrt(float((residual ** 2).sum()) / max(n - 2, 1))
+    standard_error = spread / math.sqrt(float(((x - x.mean()) ** 2).sum())) * (n - 1)
+    if total > max(4 * standard_error, floor, 1e-9) and y[-1] > y[: n // 2].max():
+        return total
+    return None
 
 
 def _range(tolerance: str, low: float, high: float, predicted: float) -> str:
