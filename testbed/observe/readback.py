@@ -4,8 +4,8 @@ What a user of a CQRS-style system sees: the write is acknowledged, yet a read r
 after may not show it yet. One write at a time (closed loop), each followed by reads of
 the reader's ``GET /read?order_id=`` every ``poll_s`` until the order is visible or
 ``max_wait_s`` passes, so the window measured is the read side's own lag, not a backlog
-built by the measurement. Bounded: ``count`` writes, each waiting at most ``max_wait_s``
-(and at most ``max_wait_s / poll_s + 1`` reads).
+built by the measurement. Bounded: ``count`` writes, each read back for at most
+``max_wait_s`` (plus one read's timeout) and at most ``max_wait_s / poll_s + 1`` times.
 
 The frame has the requests schema (``testbed.analysis.REQUESTS``; closed loop, so
 ``t_scheduled`` is the send time) plus, per write:
@@ -47,11 +47,9 @@ def _visible(session: requests.Session, url: str, order_id: str, timeout_s: floa
     """Whether the reader shows the order; None when the read itself failed."""
     try:
         response = session.get(url, params={"order_id": order_id}, timeout=timeout_s)
-    except requests.RequestException:
+        return bool(response.json().get("visible")) if response.status_code == 200 else None
+    except (requests.RequestException, ValueError):
         return None
-    if response.status_code != 200:
-        return None
-    return bool(response.json().get("visible"))
 
 
 def _read_until_visible(session: requests.Session, url: str, order_id: str,
@@ -104,7 +102,8 @@ def read_after_write(deployment: Deployment, reader: str, count: int, *,
             answered = time.monotonic()
             ok = 200 <= status < 300
             seen = (_read_until_visible(session, read_url, order_id, answered, poll_s,
-                                        max_wait_s, timeout_s) if ok else _Seen())
+                                        max_wait_s, min(timeout_s, max_wait_s))
+                    if ok else _Seen())
             rows.append({"t_scheduled": sent - origin, "t_sent": sent - origin,
                          "latency_s": answered - sent if status else math.nan,
                          "status": status, "error": error, "ok": ok,

@@ -7,7 +7,7 @@ from typing import Any
 from testbed.errors import RuntimeNotFoundError
 from testbed.runtime.base import BrokerAccess, Deployment, ProxyEndpoint, Runtime, ServiceHandle
 
-RUNTIMES = ("local",)
+RUNTIMES = ("local", "docker")
 
 
 def get_runtime(name: str = "local", **options: Any) -> Runtime:
@@ -16,8 +16,11 @@ def get_runtime(name: str = "local", **options: Any) -> Runtime:
         from testbed.runtime.local import LocalRuntime
 
         return LocalRuntime(**options)
-    raise RuntimeNotFoundError(f"unknown runtime {name!r}; available: {', '.join(RUNTIMES)} "
-                               "(the docker runtime is not built yet)")
+    if name == "docker":
+        from testbed.runtime.docker import DockerRuntime
+
+        return DockerRuntime(**options)
+    raise RuntimeNotFoundError(f"unknown runtime {name!r}; available: {', '.join(RUNTIMES)}")
 
 
 __all__ = ["RUNTIMES", "BrokerAccess", "Deployment", "ProxyEndpoint", "Runtime",
