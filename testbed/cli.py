@@ -1,4 +1,4 @@
-"""The ``testbed`` command: run, report, up, down, status, doctor, gc, setup, demo.
+"""The ``testbed`` command: run, report, up, down, status, doctor, gc, setup, images, demo.
 
 Thin over the layers below: parse, call, print. Errors the testbed raises on purpose
 print as one clear line (exit 1); usage errors come from argparse (exit 2).
@@ -177,10 +177,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed.components.docker_engine import info
     from testbed.doctor import examine, render
 
     findings = examine()
     print(render(findings))
+    engine = info()
+    print("docker engine (docker runtime only): "
+          + (f"{engine}" if engine else "not answering; `testbed setup --docker` installs "
+             "docker.io and starts dockerd"))
     missing = [f.component for f in findings if not f.ok]
     if missing:
         print(f"\n{len(missing)} component(s) missing: {', '.join(missing)}. "
@@ -190,11 +195,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from testbed.runtime.docker import collect_docker_garbage
     from testbed.runtime.sweep import collect_garbage
 
     report = collect_garbage()
-    if report.empty():
+    docker_objects = collect_docker_garbage()
+    if report.empty() and not docker_objects:
         print("nothing to collect")
+    for item in docker_objects:
+        print(f"removed docker {item}")
     for run_id in report.runs:
         print(f"removed run directory {run_id}")
     for process in report.processes:
@@ -208,8 +217,20 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from testbed.components.install import setup
 
     installed = setup()
+    if args.docker:
+        from testbed.components.docker_engine import ensure_engine
+        from testbed.images import build_images
+
+        installed += ensure_engine()
+        installed += [f"image {ref}" for ref in build_images(log=print)]
     print("\n".join(f"installed {item}" for item in installed) or "everything is installed")
     return cmd_doctor(args)
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from testbed.images import images_main
+
+    return images_main(args.rest)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -277,7 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check the external components").set_defaults(
         func=cmd_doctor)
     sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(func=cmd_gc)
-    sub.add_parser("setup", help="install missing components").set_defaults(func=cmd_setup)
+    setup = sub.add_parser("setup", help="install missing components")
+    setup.add_argument("--docker", action="store_true",
+                       help="also the Docker engine and the offline images (docker runtime)")
+    setup.set_defaults(func=cmd_setup)
+    images = sub.add_parser("images", help="offline images for the docker runtime: "
+                                           "`images build [--force]`, `images list`",
+                            add_help=False)
+    images.add_argument("rest", nargs=argparse.REMAINDER)
+    images.set_defaults(func=cmd_images)
 
     run = sub.add_parser("run", help="run the flagship experiments (--all: the catalog) "
                                      "and write the suite summary")
