@@ -184,7 +184,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(render(findings))
     engine = info()
     print("docker engine (docker runtime only): "
-          + (f"{engine}" if engine else "not answering; `testbed setup --docker` installs "
+          + (f"ok, {engine.version} (API {engine.api_version}, {engine.storage_driver})"
+             if engine else "not answering; `testbed setup --docker` installs "
              "docker.io and starts dockerd"))
     missing = [f.component for f in findings if not f.ok]
     if missing:
