@@ -1,0 +1,138 @@
+"""E11 request-reply: an async request-reply waits in the queue while the consumer
+restarts, where a plain HTTP call fails (seed 004).
+
+Fault: payments (sync: the last hop; async: the only consumer) is killed (SIGKILL) at
+A = 2 s and started again D = 3 s later. The fault ends when the new process is ready
+(listening, resp. consuming), so the outage is D + R with R the restart: measured before
+the run at 0.4 s (sync) and 0.4-1.2 s (async) on this machine, 1.7 s when it is busy.
+The checks take R from the run's own fault window (a machine's speed must not decide a
+verdict) and only require it to be a restart, not a hang (R <= 3 s).
+Load: 10 orders/s for 7 s, users wait up to 10 s.
+Model, sync (gateway -> orders -> payments): every order that reaches payments while it
+is down fails at once (its proxy finds nobody behind it), so the edge fails
+r x (D + R) orders (± 20%), ~36 for R = 0.6 s, and none before A.
+Async (gateway -> payments, request-reply with an 8 s timeout > D + R; the gateway has a
+worker for each waiting caller, r x (D + R) ~ 36): no order fails at the edge (0
+errors). An order placed during the outage waits in the queue until the consumer is
+back, so every one of them is answered at A + D + R, whatever its send time: latency =
+remaining outage + R, the longest = D + R (± 0.5 s), ~3.6 s, and each outage order is
+answered within 0.5 s of the consumer being ready. Ledger: every accepted order
+processed exactly once (the consumer is idempotent, so a message it had processed but
+not acked when killed is redelivered but not charged twice).
+Negative control: a request-reply timeout of 1 s, shorter than the outage: the outage
+orders get 504 and the "no errors" hypothesis fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+
+from testbed.analysis import (
+    Hypotheses,
+    at_most,
+    close_to,
+    equals,
+    fault_windows,
+    ledger_audit,
+)
+from testbed.faults import Planned, make_fault
+from testbed.load import constant
+from testbed.observe import RunResult, run_trial
+from testbed.runtime import Runtime
+from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
+
+from .conftest import accepted, edge_errors, report, save
+
+RATE, A, D, DURATION = 10, 2.0, 3.0, 7.0
+MAX_RESTART_S = 3.0  # a restart, not a hang
+REPLY_TIMEOUT_S, SHORT_TIMEOUT_S, USER_TIMEOUT_S = 8.0, 1.0, 10.0
+POOL = 48  # gateway workers: one per waiting caller, r x (D + R) ~ 36, with room
+ZERO_ERRORS = "async edge errors"
+
+
+def kill_trial(runtime: Runtime, topology: Topology, name: str) -> RunResult:
+    """payments killed at A, started again D later, under the load."""
+    with runtime.deploy(topology) as deployment:
+        plan = [Planned(make_fault(deployment, "kill", "payments"), at=A, duration=D)]
+        return run_trial(deployment, constant(RATE, DURATION), plan, name=name,
+                         timeout_s=USER_TIMEOUT_S, drain_timeout_s=10)
+
+
+def request_reply(timeout_s: float) -> Topology:
+    gateway = Knobs(request_reply=True, timeout_s=timeout_s, pool_size=POOL)
+    return async_pipeline(1, overrides={"gateway": gateway,
+                                        "payments": Knobs(idempotent=True)})
+
+
+@pytest.fixture(scope="module")
+def results(testbed_runtime: Runtime,
+            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
+    found = {"sync": kill_trial(testbed_runtime, sync_chain(2, knobs=Knobs(timeout_s=1.0)),
+                                "sync"),
+             "async": kill_trial(testbed_runtime, request_reply(REPLY_TIMEOUT_S), "async")}
+    save(pytestconfig, "e11-request-reply", found)
+    yield found
+
+
+def outage(hypotheses: Hypotheses, result: RunResult) -> tuple[float, float]:
+    """(duration, end) of the outage as it happened: from the kill to the restarted
+    service being ready (the fault's removal waits for it), D + R, the input of the
+    model's numbers. R itself only has to be a restart, not a hang."""
+    (window,) = fault_windows(result.events)
+    assert window.end is not None, "payments was never started again"
+    duration = window.end - window.start
+    hypotheses.check(at_most("restart", MAX_RESTART_S, duration - D, unit="s"))
+    return duration, window.end
+
+
+def outage_orders(result: RunResult) -> pd.DataFrame:
+    """Requests scheduled while payments was down (a little after the kill, to be sure)."""
+    requests = result.requests
+    return requests[(requests["t_scheduled"] >= A + 0.1) & (requests["t_scheduled"] < A + D)]
+
+
+def async_hypotheses(result: RunResult) -> Hypotheses:
+    """The claim: callers wait out the restart in the queue, none fails."""
+    hypotheses = Hypotheses(f"E11 {result.name}: consumer killed for {D:.0f} s at "
+                            f"{RATE}/s, callers wait for the reply")
+    hypotheses.check(equals(ZERO_ERRORS, 0, edge_errors(result), unit="orders"))
+    duration, back = outage(hypotheses, result)
+    hypotheses.check(close_to("longest answer", duration,
+                              float(result.requests["latency_s"].max()), abs=0.5, unit="s"))
+    waited = outage_orders(result)
+    answered = waited["t_scheduled"] + waited["latency_s"]
+    hypotheses.check(at_most("outage orders answered, from the consumer's return",
+                             0.5, float((answered - back).abs().max()), unit="s"))
+    audit = ledger_audit(accepted(result), result.processed("payments"))
+    hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
+    hypotheses.check(equals("orders processed twice", 0, audit.duplicated, unit="orders"))
+    return hypotheses
+
+
+def test_sync_calls_fail_during_the_restart(results: dict[str, RunResult]) -> None:
+    result = results["sync"]
+    hypotheses = Hypotheses(f"E11 sync: payments killed for {D:.0f} s at {RATE}/s")
+    duration, _ = outage(hypotheses, result)
+    hypotheses.check(close_to("sync edge errors", RATE * duration, edge_errors(result),
+                              rel=0.2, unit="orders"))
+    hypotheses.check(equals("sync edge errors before the kill", 0,
+                            edge_errors(result, end=A)))
+    report(hypotheses)
+
+
+def test_async_request_reply_waits_out_the_restart(results: dict[str, RunResult]) -> None:
+    report(async_hypotheses(results["async"]))
+
+
+def test_negative_control_short_reply_timeout_fails(testbed_runtime: Runtime) -> None:
+    """A caller that gives up before the consumer is back sees the outage (504s)."""
+    result = kill_trial(testbed_runtime, request_reply(SHORT_TIMEOUT_S),
+                        f"async_timeout_{SHORT_TIMEOUT_S:.0f}s")
+    verdicts = async_hypotheses(result)
+    print("\n" + verdicts.report())
+    failed = {v.name for v in verdicts.failed}
+    assert ZERO_ERRORS in failed
+    assert (result.requests["status"] == 504).sum() > 0
