@@ -47,6 +47,7 @@ from testbed.faults import Planned, make_fault
 from testbed.load import constant
 from testbed.observe import RunResult, run_trial
 from testbed.runtime import Runtime
+from testbed.services.work import service_times
 from testbed.topology import Knobs, async_pipeline
 
 from .conftest import accepted, counter, report, save
@@ -100,11 +101,11 @@ def check_nothing_lost(hypotheses: Hypotheses, result: RunResult) -> None:
     hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
 
 
-def service_times(seed: str, orders: int) -> np.ndarray:
-    """W + Exp(J) in ms, drawn as the consumer draws them (one seeded ``random.Random``
-    named "<knobs.seed>:<service>", shared by its replicas, one draw per order handled)."""
-    rng = random.Random(seed)
-    return np.array([W_MS + 1000 * rng.expovariate(1000 / J_MS) for _ in range(orders)])
+def draws_ms(seed: int, orders: int) -> np.ndarray:
+    """W + Exp(J) in ms, the very draws the consumer makes (one sequence shared by its
+    replicas, one draw per order handled): testbed.services.work, replayed."""
+    knobs = Knobs(work_ms=W_MS, work_jitter_ms=J_MS, seed=seed)
+    return 1000 * np.array(service_times(knobs, "payments", orders))
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,12 @@ class QueueModel:
     @cached_property
     def predicted(self) -> float:
         """For the draws the consumer will make in this run (its default seed)."""
-        return self.out_of_order(service_times(f"{Knobs().seed}:payments", self.orders))
+        return self.out_of_order(draws_ms(Knobs().seed, self.orders))
 
     @cached_property
     def other_seeds(self) -> np.ndarray:
         """For 100 other seeds: how much the rate depends on the particular draws."""
-        return np.array([self.out_of_order(service_times(f"{seed}:payments", self.orders))
+        return np.array([self.out_of_order(draws_ms(seed, self.orders))
                          for seed in range(2, 102)])
 
 

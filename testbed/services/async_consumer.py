@@ -13,7 +13,6 @@ queue (``replicas``, one connection each). The last stage answers a request-repl
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from testbed.services.config import ServiceConfig
 from testbed.services.crash import CrashPoints
 from testbed.services.ledger import Ledger
 from testbed.services.stats import Stats
+from testbed.services.work import ServiceTime
 from testbed.services.wsgi import Environ, Handler, Reply, make_app, serve
 
 ATTEMPT_HEADER = "x-attempt"
@@ -53,7 +53,7 @@ class Consumer:
         self._consuming: set[int] = set()
         self._lock = threading.Lock()
         self.stalled = threading.Event()
-        self._rng = random.Random(f"{config.knobs.seed}:{config.name}")
+        self.service_time = ServiceTime(config.knobs, config.name)
 
     @property
     def consuming(self) -> bool:
@@ -92,10 +92,7 @@ class Consumer:
             raise HandlerFailure("not JSON") from exc
         if not isinstance(order, dict) or not isinstance(order.get("order_id"), str):
             raise HandlerFailure("event without an order_id")
-        seconds = self.knobs.work_ms / 1000.0
-        if self.knobs.work_jitter_ms:
-            with self._lock:  # one seeded sequence for all replicas: a run replays
-                seconds += self._rng.expovariate(1000.0 / self.knobs.work_jitter_ms)
+        seconds = self.service_time.next_seconds()  # one sequence for all replicas
         if seconds:
             time.sleep(seconds)
         return order

@@ -7,7 +7,6 @@ calls downstream (timeout, retries, breaker) lives in resilience.py.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from testbed.services.config import ServiceConfig
 from testbed.services.ledger import Ledger
 from testbed.services.resilience import BreakerOpen, Downstream, DownstreamFailure
 from testbed.services.stats import Stats
+from testbed.services.work import ServiceTime
 from testbed.services.wsgi import Environ, Reply, make_app, serve
 
 
@@ -25,12 +25,10 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     ledger = Ledger(Path(config.ledger_path))
     downstream = (Downstream(config.name, config.downstream_url, knobs, stats)
                   if config.downstream_url else None)
-    rng = random.Random(f"{knobs.seed}:{config.name}")
+    service_time = ServiceTime(knobs, config.name)
 
     def work() -> None:
-        seconds = knobs.work_ms / 1000.0
-        if knobs.work_jitter_ms:
-            seconds += rng.expovariate(1000.0 / knobs.work_jitter_ms)
+        seconds = service_time.next_seconds()
         if seconds:
             time.sleep(seconds)
 
