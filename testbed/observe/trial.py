@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+from testbed.errors import TestbedError
 from testbed.faults import FaultError, Planned, Schedule, Timeline
 from testbed.faults.broker import ready_count
 from testbed.load import LoadGenerator, LoadProfile
@@ -20,19 +21,43 @@ from testbed.observe.sampler import Sampler
 from testbed.runtime.base import Deployment, retry_queue
 from testbed.topology import Knobs
 
+SETTLE_S = 0.5  # drained must hold this long: the management API's counts lag 250 ms
+
 
 def queues_drained(deployment: Deployment) -> bool:
-    """No message ready in any of the deployment's queues, nor waiting in a retry queue
-    (exact counts over AMQP)."""
+    """No message ready in any of the deployment's queues nor waiting in a retry queue
+    (exact counts over AMQP), and none delivered but unacked (held in a consumer's
+    prefetch buffer or handler; from the management API, which lags)."""
     broker = deployment.broker
     if broker is None:
         return True
     waiting = [retry_queue(spec.name) for spec in deployment.topology.services
                if spec.consumes and spec.knobs.consumer_retries]
     try:
-        return all(ready_count(broker, queue) == 0 for queue in (*broker.queues, *waiting))
-    except FaultError:  # a broker still coming back is not drained
+        if any(ready_count(broker, queue) for queue in (*broker.queues, *waiting)):
+            return False
+        held = {q.name: q.unacked for q in broker.admin.queues(broker.vhost)}
+    except (FaultError, TestbedError):  # a broker still coming back is not drained
         return False
+    return not any(held.get(queue, 0) for queue in broker.queues)
+
+
+def wait_until_drained(deployment: Deployment, timeout_s: float, period_s: float) -> bool:
+    """Poll until the queues are drained and stay so for SETTLE_S (a stale zero from
+    the management API cannot end the wait early); False at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    settled_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if not queues_drained(deployment):
+            settled_since = None
+        elif settled_since is None:
+            settled_since = now
+        elif now - settled_since >= SETTLE_S:
+            return True
+        if now > deadline:
+            return False
+        time.sleep(period_s)
 
 
 def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
@@ -57,10 +82,7 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
                                       - time.monotonic()) + 30)
         finally:
             schedule.stop()
-        deadline = time.monotonic() + drain_timeout_s
-        while not queues_drained(deployment) and time.monotonic() < deadline:
-            time.sleep(period_s)
-        drained = queues_drained(deployment)
+        drained = wait_until_drained(deployment, drain_timeout_s, period_s)
         time.sleep(tail_s)  # a little steady state after recovery, for the baseline
     finally:
         samples = sampler.stop()

@@ -97,7 +97,11 @@ class Downstream:
         if self.breaker is None:
             return self._attempt(order)
         try:
-            return dict(self.breaker.call(self._attempt, order))
+            # calling() checks the state under the breaker's lock but runs the block
+            # outside it; breaker.call() would hold the lock for the whole downstream
+            # call and so let one call through at a time (pybreaker issue #3).
+            with self.breaker.calling():
+                return self._attempt(order)
         except pybreaker.CircuitBreakerError as exc:  # open: the call was never made
             self.stats.count("breaker_rejections")
             raise BreakerOpen(f"{self.name}: circuit breaker open, downstream not "

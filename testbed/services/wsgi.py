@@ -66,6 +66,8 @@ def serve(app: WsgiApp, host: str, port: int, threads: int,
           backlog: int) -> None:
     """Serve forever with a bounded worker pool and accept backlog."""
     server = create_server(app, host=host, port=port, threads=threads, backlog=backlog,
-                           connection_limit=max(100, backlog * 2), channel_timeout=30,
+                           # keep-alive sessions of every upstream worker stay open:
+                           # the default limit (100) is too low for big pools
+                           connection_limit=max(1000, backlog * 2), channel_timeout=30,
                            ident="testbed")
     server.run()

@@ -1,0 +1,160 @@
+"""E6 circuit breaker: a breaker stops calling a failing service, fails fast and gives it
+time to recover (seed 003). Sync only: an async consumer has no caller waiting on it, so
+there is nothing to fail fast for (a consumer-side breaker would only pause consumption,
+which E1/E8 already show as backlog).
+
+Fault: payments fails slowly: +3 s latency on the orders -> payments link (beyond orders'
+timeout of 0.5 s) for T = 5 s from t = 2 s, under 20 orders/s for 11 s. Pools of 32
+(20/s x 0.5 s = 10 calls in flight at most), so no pool runs dry in either run.
+Model, without breaker: every call during the fault waits out orders' timeout, so the
+edge p50 during the fault is 0.5 s (+- 20%) and every call reaches payments: R x T = 100
+(+- 15%; counted between the first and last 0.25 s sample inside the fault, so R x that
+span); the edge recovers within one timeout (0.5 s) of the removal.
+Model, with a breaker on orders (opens after 3 consecutive failures, half-open after
+2 s): pybreaker's CircuitBreaker.call holds the breaker's lock while the protected call
+runs, so orders' calls through the breaker go one at a time. It therefore opens after 3
+sequential timeouts, 1.5 s into the fault (claimed: at most 2.25 s, allowing for the
+first arrival, the 0.25 s sampling and noise). From 0.5 s after that on, calls are
+rejected without trying: the edge p50 is under 0.1 s (fast failures, the 503
+fallback). Calls reaching payments during the fault: the 3 that open it plus one
+half-open trial per open period (2 s) and failed trial (0.5 s) that fit in the rest of
+the fault, ceil(3.5 / 2.5) = 2, plus 1 of margin: at most 6 (expected 4, the trial after
+the one at 3.5 s coming at 6 s, after the removal; counted between samples as above, so
+the first may fall before the count starts), against 100 without. After the
+removal the breaker stays open until its next half-open trial, so the edge recovers
+within breaker_reset_s + 0.5 s = 2.5 s.
+Negative control: the fast-failure and bounded-calls claims read on the run without a
+breaker must fail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+
+from testbed.analysis import (
+    Hypotheses,
+    at_most,
+    close_to,
+    error_rate,
+    fault_windows,
+    percentile,
+    series,
+    time_to_recover,
+)
+from testbed.faults import Planned, make_fault
+from testbed.load import constant
+from testbed.observe import RunResult, run_trial
+from testbed.runtime import Runtime
+from testbed.topology import Knobs, sync_chain
+
+from .conftest import edge_errors, report, save
+
+RATE, START, T, DURATION = 20, 2.0, 5.0, 11.0
+SLOW_MS, TIMEOUT_S, POOL = 3000, 0.5, 32
+FAILURES, RESET_S = 3, 2.0
+USER_TIMEOUT_S = 3.0
+OPENS_AFTER_S = FAILURES * TIMEOUT_S  # sequential timeouts (pybreaker's lock)
+TRIALS = math.ceil((T - OPENS_AFTER_S) / (RESET_S + TIMEOUT_S))
+MAX_CALLS = FAILURES + TRIALS + 1
+FAST_S = 0.1
+NO_BREAKER = Knobs(pool_size=POOL, timeout_s=TIMEOUT_S)
+WITH_BREAKER = Knobs(pool_size=POOL, timeout_s=TIMEOUT_S, breaker_failures=FAILURES,
+                     breaker_reset_s=RESET_S)
+
+
+def breaker_trial(runtime: Runtime, orders: Knobs, name: str) -> RunResult:
+    topology = sync_chain(2, knobs=Knobs(pool_size=POOL), overrides={"orders": orders},
+                          name=name)
+    with runtime.deploy(topology) as deployment:
+        plan = [Planned(make_fault(deployment, "latency", "orders-payments", latency=SLOW_MS),
+                        at=START, duration=T)]
+        return run_trial(deployment, constant(RATE, DURATION), plan,
+                         timeout_s=USER_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def results(testbed_runtime: Runtime,
+            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
+    found = {"no_breaker": breaker_trial(testbed_runtime, NO_BREAKER, "no_breaker"),
+             "breaker": breaker_trial(testbed_runtime, WITH_BREAKER, "breaker")}
+    save(pytestconfig, "e06-circuit-breaker", found)
+    yield found
+
+
+def fault_span(result: RunResult) -> tuple[float, float]:
+    """When the latency was really in place (inject and remove events)."""
+    window = fault_windows(result.events)[0]
+    assert window.end is not None, "the fault was never removed"
+    return window.start, window.end
+
+
+def increase(result: RunResult, service: str, counter: str, start: float,
+             end: float) -> tuple[float, float]:
+    """How much a service counter grew between its first and last sample in [start, end],
+    and over how many seconds (sampled every 0.25 s, so both ends fall inside)."""
+    values = series(result.samples, f"service:{service}", counter)
+    inside = values[(values.index >= start) & (values.index <= end)]
+    if len(inside) < 2:
+        return math.nan, math.nan
+    return (float(inside.iloc[-1] - inside.iloc[0]),
+            float(inside.index[-1] - inside.index[0]))
+
+
+def edge_recovery(result: RunResult) -> float | None:
+    """Seconds from the removal until the edge error rate is back to its pre-fault 0."""
+    injected, removed = fault_span(result)
+    return time_to_recover(error_rate(result.requests, window_s=0.25), injected, removed,
+                           tolerance=0.05)
+
+
+def breaker_hypotheses(result: RunResult) -> Hypotheses:
+    injected, removed = fault_span(result)
+    hypotheses = Hypotheses(f"E6 with breaker ({FAILURES} failures, reset {RESET_S:g} s): "
+                            f"payments +{SLOW_MS} ms for {T:g} s at {RATE}/s")
+    rejections = series(result.samples, "service:orders", "breaker_rejections")
+    opened = rejections.index[rejections > 0]
+    hypotheses.check(at_most("breaker opened after", OPENS_AFTER_S + 0.75,
+                             opened[0] - injected if len(opened) else None, unit="s",
+                             none_text="never opened"))
+    fast_from = injected + OPENS_AFTER_S + 0.5
+    hypotheses.check(at_most("edge p50 once the breaker is open (fast failures)", FAST_S,
+                             percentile(result.requests, 50, fast_from, removed), unit="s"))
+    calls, _ = increase(result, "orders", "downstream_calls", injected, removed)
+    hypotheses.check(at_most("calls reaching payments during the fault", MAX_CALLS, calls,
+                             unit="calls"))
+    hypotheses.check(at_most("edge recovery after removal (half-open trial)", RESET_S + 0.5,
+                             edge_recovery(result), unit="s", none_text="never recovered"))
+    return hypotheses
+
+
+def test_without_breaker_failures_are_slow(results: dict[str, RunResult]) -> None:
+    result = results["no_breaker"]
+    injected, removed = fault_span(result)
+    hypotheses = Hypotheses(f"E6 without breaker: payments +{SLOW_MS} ms for {T:g} s at "
+                            f"{RATE}/s, orders' timeout {TIMEOUT_S:g} s")
+    hypotheses.check(close_to("edge p50 during the fault (slow failures)", TIMEOUT_S,
+                              percentile(result.requests, 50, injected, removed), rel=0.2,
+                              unit="s"))
+    calls, span = increase(result, "orders", "downstream_calls", injected, removed)
+    hypotheses.check(close_to("calls reaching payments during the fault", RATE * span,
+                              calls, rel=0.15, unit="calls"))
+    hypotheses.check(at_most("edge recovery after removal", TIMEOUT_S, edge_recovery(result),
+                             unit="s", none_text="never recovered"))
+    report(hypotheses)
+    assert edge_errors(result, end=START) == 0  # healthy before the fault
+
+
+def test_with_breaker_failures_are_fast_and_calls_bounded(
+        results: dict[str, RunResult]) -> None:
+    report(breaker_hypotheses(results["breaker"]))
+    assert edge_errors(results["breaker"], end=START) == 0
+
+
+def test_negative_control_without_breaker_the_fast_failure_claims_fail(
+        results: dict[str, RunResult]) -> None:
+    failed = {v.name for v in breaker_hypotheses(results["no_breaker"]).failed}
+    assert {"edge p50 once the breaker is open (fast failures)",
+            "calls reaching payments during the fault"} <= failed
