@@ -259,9 +259,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     from testbed.report.suite_report import write_reports
 
     report_dir = Path(args.report_dir)
-    if not (report_dir / "verdicts").exists():
+    if not (report_dir / "verdicts").exists() and not args.stability:
         raise TestbedError(f"no saved results under {report_dir}/ (verdicts/ is missing): "
                            "run the suite first with `testbed run`, or give --report-dir")
+    if args.stability:
+        from testbed.report.history import (
+            HISTORY_FILE,
+            load_history,
+            stability,
+            stability_markdown,
+        )
+
+        text = stability_markdown(stability(load_history(report_dir / HISTORY_FILE),
+                                            args.stability), args.stability)
+        (report_dir / "stability.md").write_text(text)
+        print(text)
+        return 0 if "FLIPPED" not in text else 1
     written = write_reports(report_dir)
     print(f"rebuilt {len(written.experiments)} experiment reports; suite page "
           f"{written.index}, summary {written.summary}, JUnit {written.junit}")
@@ -323,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--report-dir", default="reports")
     report.add_argument("--trend", action="store_true",
                         help="flag regressions against reports/history.csv (exit 1)")
+    report.add_argument("--stability", type=int, metavar="N",
+                        help="verdicts and spread of the measured numbers over the last N "
+                             "runs of the history (writes stability.md; exit 1 on a flip)")
     report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="paired topology, the same orders through both")

@@ -137,3 +137,49 @@ def _range(tolerance: str, low: float, high: float, predicted: float) -> str:
     if tolerance == "upper bound":
         return f"{low:g} to {high:g}"
     return f"{low:g} to {high:g} away from {predicted:g}"
+
+
+def stability(history: pd.DataFrame, runs: int = 5) -> pd.DataFrame:
+    """Over the last ``runs`` runs: for every hypothesis, whether its verdict was the same
+    every time, and the spread of its measured value (min, median, max, relative spread).
+    One row per hypothesis, the unstable ones first."""
+    names = list(dict.fromkeys(history["run"]))[-runs:]
+    recent = history[history["run"].isin(names)].copy()
+    recent["value"] = [_number(v) for v in recent["measured"]]
+    rows = []
+    for (test, title, name), group in recent.groupby(["test", "title", "name"], sort=True):
+        values = group["value"].dropna()
+        middle = float(values.median()) if len(values) else math.nan
+        spread = (float(values.max() - values.min()) / abs(middle)
+                  if len(values) and middle else math.nan)
+        rows.append({"test": test, "title": title, "name": name, "runs": len(group),
+                     "same_verdict": group["passed"].nunique() == 1 and len(group) == len(names),
+                     "held": int(group["passed"].sum()),
+                     "min": float(values.min()) if len(values) else math.nan,
+                     "median": middle,
+                     "max": float(values.max()) if len(values) else math.nan,
+                     "rel_spread": spread})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["same_verdict", "test"], kind="stable").reset_index(drop=True)
+
+
+def stability_markdown(frame: pd.DataFrame, runs: int) -> str:
+    if frame.empty:
+        return "No history to judge stability from.\n"
+    flips = int((~frame["same_verdict"]).sum())
+    lines = [f"# Verdict stability over the last {runs} runs", "",
+             f"{len(frame)} hypotheses; {flips} changed verdict (or were missing) across "
+             "the runs." if flips else f"{len(frame)} hypotheses; every verdict was the "
+             f"same in all {runs} runs.", "",
+             "| experiment | hypothesis | verdict | min | median | max | spread |",
+             "|---|---|---|---|---|---|---|"]
+    for row in frame.itertuples():
+        verdict = (("held" if row.held else "failed") + f" {row.runs}/{runs}"
+                   if row.same_verdict else f"**FLIPPED** ({row.held} of {row.runs} held)")
+        spread = "" if math.isnan(row.rel_spread) else f"{row.rel_spread:.0%}"
+        lines.append(f"| {str(row.test).split('::')[0].split('/')[-1]} | {row.title}: "
+                     f"{row.name} | {verdict} | {row.min:g} | {row.median:g} | {row.max:g} "
+                     f"| {spread} |")
+    return "\n".join(lines) + "\n"

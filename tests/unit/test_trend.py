@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.report.history import append_history, load_history, trend
+from testbed.report.history import (
+    append_history,
+    load_history,
+    stability,
+    stability_markdown,
+    trend,
+)
 
 TEST = "experiments/test_e02_outage.py::test_async"
 
@@ -58,3 +64,16 @@ def test_history_round_trips_through_the_csv(tmp_path: Path) -> None:
     loaded = load_history(tmp_path / "history.csv")
     assert list(loaded["run"]) == ["a", "b"] and loaded["passed"].all()
     assert trend(loaded) == []
+
+
+def test_stability_reports_flips_and_spread() -> None:
+    steady = history([50, 52, 51, 49, 50])
+    flipping = history([50, 52, 51, 49, 90], passed=[True, True, True, True, False])
+    flipping["name"] = "backlog peak"
+    table = stability(pd.concat([steady, flipping], ignore_index=True), runs=5)
+    assert list(table["name"]) == ["backlog peak", "drain time"]  # unstable first
+    assert list(table["same_verdict"]) == [False, True]
+    assert table.loc[1, "min"] == 49 and table.loc[1, "max"] == 52
+    assert round(table.loc[1, "rel_spread"], 3) == round(3 / 50, 3)
+    text = stability_markdown(table, 5)
+    assert "1 changed verdict" in text and "**FLIPPED** (4 of 5 held)" in text
