@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup browser demo catalog test check lint unit bench gc clean
+.PHONY: setup browser docker demo catalog test check lint unit bench gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: setup browser lint
+# The docker runtime's engine (docker.io, dockerd) and its images, built offline and
+# cached, before the tests start: a 3-minute build must not run beside the experiments.
+docker: setup
+	$(BIN)/testbed setup --docker
+
+test: setup browser docker lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests experiments
 
 lint: $(STAMP)
