@@ -18,12 +18,13 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from testbed.components.install import apt_install
 from testbed.errors import ComponentError
 from testbed.runs import state_root
 
 DOCKERD_CANDIDATES = ("/usr/sbin/dockerd", "/usr/bin/dockerd")
 ENGINE_START_TIMEOUT_S = 60.0
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
 FIX = ("Fix: run `testbed setup` (as root: installs Debian's docker.io and starts dockerd), "
        "or start an engine yourself (`dockerd > dockerd.log 2>&1 &`) and check `docker info`")
 
@@ -92,33 +93,13 @@ def find_dockerd() -> str | None:
     return None
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> None:
-    print("+ " + " ".join(argv), flush=True)
-    try:
-        subprocess.run(argv, check=True, env=env, timeout=timeout)
-    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        raise ComponentError(f"`{' '.join(argv)}` failed: {exc}") from exc
-
-
 def install_docker_io() -> None:
     """apt-get install docker.io, with service start-up blocked (we start dockerd ourselves:
     these machines have no init system to do it)."""
-    if os.geteuid() != 0:
-        raise EngineUnavailableError("dockerd is not installed and this is not root. Fix: as "
-                                     "root run `apt-get update && apt-get install -y "
-                                     "docker.io`, then start dockerd")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run(["apt-get", "update", "-qq"], env=env)
-    placed_policy = not POLICY_RC_D.exists()
-    if placed_policy:
-        POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
-        POLICY_RC_D.chmod(0o755)
     try:
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"],
-             env=env)
-    finally:
-        if placed_policy:
-            POLICY_RC_D.unlink(missing_ok=True)
+        apt_install("docker.io", "dockerd is not installed")
+    except ComponentError as exc:
+        raise EngineUnavailableError(str(exc)) from exc
 
 
 def dockerd_log() -> Path:

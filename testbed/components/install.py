@@ -20,7 +20,7 @@ from testbed.errors import ComponentError
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> None:
+def run_command(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> None:
     print("+ " + " ".join(argv), flush=True)
     try:
         subprocess.run(argv, check=True, env=env, timeout=timeout)
@@ -37,29 +37,35 @@ def install_toxiproxy() -> Path:
     target = Path(sys.prefix) / "bin" / "toxiproxy-server"
     with tempfile.TemporaryDirectory(prefix="testbed-gobin-") as gobin:
         env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
-        _run([go, "install", TOXIPROXY_MODULE], env=env)
+        run_command([go, "install", TOXIPROXY_MODULE], env=env)
         shutil.move(os.path.join(gobin, "server"), target)
     target.chmod(0o755)
     return target
 
 
-def install_rabbitmq() -> None:
+def apt_install(package: str, why: str) -> None:
+    """apt-get install a Debian package as root, with service start-up blocked (a
+    temporary policy-rc.d): the testbed starts its own private instances, and these
+    machines have no init system anyway. ``why`` goes into the error when not root."""
     if os.geteuid() != 0:
-        raise ComponentError("rabbitmq-server is missing. Fix: as root run "
-                             "`apt-get update && apt-get install -y rabbitmq-server`, "
-                             "then `testbed doctor`")
+        raise ComponentError(f"{why}. Fix: as root run `apt-get update && apt-get install "
+                             f"-y {package}`, then `testbed doctor`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run(["apt-get", "update", "-qq"], env=env)
+    run_command(["apt-get", "update", "-qq"], env=env)
     placed_policy = not POLICY_RC_D.exists()
-    if placed_policy:  # keep apt from starting the system-wide broker
+    if placed_policy:
         POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
         POLICY_RC_D.chmod(0o755)
     try:
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-              "rabbitmq-server"], env=env)
+        run_command(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                    env=env)
     finally:
         if placed_policy:
             POLICY_RC_D.unlink(missing_ok=True)
+
+
+def install_rabbitmq() -> None:
+    apt_install("rabbitmq-server", "rabbitmq-server is missing")
 
 
 def setup() -> list[str]:

@@ -39,6 +39,7 @@ from docker.models.images import Image
 
 from testbed.components.binaries import TOXIPROXY_MODULE
 from testbed.components.docker_engine import engine
+from testbed.components.install import apt_install
 from testbed.errors import ComponentError
 from testbed.runs import state_root
 
@@ -255,10 +256,7 @@ def _require_root_tools() -> str:
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not os.access(debootstrap, os.X_OK) and os.geteuid() == 0:
         # As `testbed setup` does for docker.io: a fresh machine (CI) gets it by itself.
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        _run(["apt-get", "update", "-qq"], "apt-get update (for debootstrap)", env=env)
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"],
-             "apt-get install debootstrap", env=env)
+        apt_install("debootstrap", "debootstrap is missing")
     if not os.access(debootstrap, os.X_OK):
         raise ComponentError("debootstrap is missing (the offline images start from a Debian "
                              "rootfs). Fix: as root `apt-get install -y debootstrap`, then "
