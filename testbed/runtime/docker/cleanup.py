@@ -1,0 +1,87 @@
+"""Removing a run's docker objects: its own teardown, its watchdog, and `testbed gc`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from testbed.components.docker_engine import engine
+from testbed.errors import ComponentError
+from testbed.runs import RUN_ID_ENV
+from testbed.runtime.docker.containers import LABEL_CONTROLLER, LABEL_RUN
+from testbed.runtime.docker.plan import controller_alive
+
+# -- cleanup: the run's own teardown, its watchdog, and `testbed gc` ----------------------
+
+def remove_run_objects(client: docker.DockerClient, run_id: str | None = None,
+                       only: Callable[[dict[str, str]], bool] | None = None) -> list[str]:
+    """Remove containers (with their anonymous volumes), networks and volumes labelled
+    with ``run_id`` (any run when None) and accepted by ``only``; returns what it removed."""
+    selector = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
+    removed: list[str] = []
+    for container in client.containers.list(all=True, filters={"label": selector}):
+        if only is None or only(container.labels):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+                removed.append(f"container {container.name}")
+    for network in client.networks.list(filters={"label": selector}):
+        if only is None or only(network.attrs.get("Labels") or {}):
+            with contextlib.suppress(docker.errors.NotFound):
+                network.reload()
+                for attached in network.containers:  # e.g. a broker of a live run
+                    with contextlib.suppress(docker.errors.APIError):
+                        network.disconnect(attached, force=True)
+                network.remove()
+                removed.append(f"network {network.name}")
+    for volume in client.volumes.list(filters={"label": selector}):
+        if only is None or only(volume.attrs.get("Labels") or {}):
+            with contextlib.suppress(docker.errors.NotFound):
+                volume.remove(force=True)
+                removed.append(f"volume {volume.name}")
+    return removed
+
+
+def collect_docker_garbage(client: docker.DockerClient | None = None) -> list[str]:
+    """What ``testbed gc`` calls: remove every labelled container, network and volume whose
+    run's controller is dead (judged by the ``testbed.controller`` label, the same pid +
+    start-time test sweep.py applies to run records). No engine: nothing to collect."""
+    if client is None:
+        try:
+            client = engine(5.0)
+        except ComponentError:
+            return []
+    return remove_run_objects(client, None, lambda labels: not controller_alive(
+        labels.get(LABEL_CONTROLLER, "")))
+
+
+def spawn_watchdog(run_id: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start the run's watchdog (see testbed.runtime.watchdog): on the controller's death it
+    removes the run's containers and networks, then sweeps its files and ports."""
+    env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "testbed.runtime.docker", "watch", run_id],
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+
+
+def watch(run_id: str) -> int:
+    from testbed.runtime.sweep import sweep_run
+    from testbed.runtime.watchdog import wait_for_controller
+
+    wait_for_controller(run_id)
+    try:
+        removed = remove_run_objects(engine(10.0), run_id)
+    except ComponentError as exc:
+        removed = [f"(engine unreachable: {exc})"]
+    report = sweep_run(run_id)
+    if removed or not report.empty():
+        print(f"watchdog swept run {run_id}: {removed} {report}", flush=True)
+    return 0

@@ -1,0 +1,372 @@
+"""DockerRuntime: every service, the broker and Toxiproxy in containers.
+
+Layout of one run (one DockerRuntime):
+- one broker container per run, on a network of its own and attached (alias ``broker``)
+  to every async deployment's network. Per run, not per deployment, for the same reason
+  as the local runtime: broker faults hit every deployment of a run, and the paired
+  experiments rely on the sync side not noticing while the async side does; it also saves
+  the ~10 s broker boot per deployment. Deployments are isolated by vhost, as locally.
+- per deployment: a private bridge network, one container per service (alias = the
+  service's name, listening on 0.0.0.0:8080 inside), and one Toxiproxy container (alias
+  ``toxiproxy``). Toxiproxy is per deployment, not per run, because a container's
+  published ports are fixed when it is created and a deployment's proxies are only known
+  when it is deployed; its listen ports inside equal the published ports on the host,
+  so one number names a proxy everywhere.
+- on the host, every published port binds 127.0.0.1 only: services' HTTP ports, the
+  broker's AMQP and management ports, Toxiproxy's API and every proxy's listen port, so
+  probes, samplers and the load generator work from the host as with the local runtime.
+
+Every container and network carries the labels ``testbed.run`` and ``testbed.controller``
+(pid and start time of the controlling process), so :func:`collect_docker_garbage` can
+tell an orphan from a live run without any state file. A watchdog process (like the
+local runtime's) removes the run's objects when the controller dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.models.networks import Network
+
+from testbed.components.docker_engine import engine
+from testbed.components.rabbitmq import BrokerAddress
+from testbed.components.readiness import http_ok
+from testbed.errors import ComponentError, StateError, TestbedError
+from testbed.ports import allocate_port, claim_fixed_port, release_ports
+from testbed.runs import create_run, new_run_id, remove_run_dir
+from testbed.runtime.base import (
+    BrokerAccess,
+    Deployment,
+    ProxyEndpoint,
+)
+from testbed.runtime.docker.cleanup import remove_run_objects, spawn_watchdog
+from testbed.runtime.docker.containers import (
+    AMQP_PORT,
+    LABEL_CONTROLLER,
+    LABEL_DEPLOYMENT,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_SERVICE,
+    MANAGEMENT_PORT,
+    SERVICE_CONFIG_PATH,
+    SERVICE_PORT,
+    TOXIPROXY_API_PORT,
+    TOXIPROXY_READY_TIMEOUT_S,
+    ContainerBroker,
+    DockerService,
+    DockerToxiproxyClient,
+    docker_call,
+    tar_one,
+    wait_ready,
+)
+from testbed.runtime.docker.plan import (
+    broker_objects,
+    controller_label,
+    proxy_upstream,
+    service_config,
+)
+from testbed.runtime.local import Undo
+from testbed.services.config import ServiceConfig
+from testbed.topology.model import Topology
+
+
+class DockerRuntime:
+    """Runs topologies as containers on private bridge networks, with real Toxiproxy and
+    RabbitMQ containers; images come from ``testbed images build`` (built when missing)."""
+
+    name = "docker"
+
+    def __init__(self, run_id: str | None = None, build_missing_images: bool = True) -> None:
+        self.run_id = run_id or new_run_id()
+        self.state = "new"
+        self.run_dir: Path | None = None
+        self.timings: dict[str, float] = {}
+        self.build_missing_images = build_missing_images
+        self._client: docker.DockerClient | None = None
+        self._images: dict[str, str] = {}
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._broker: ContainerBroker | None = None
+        self._broker_network: Network | None = None
+        self._deployments: list[Deployment] = []
+        self._lock = threading.Lock()
+        self._broker_lock = threading.Lock()
+        self._counter = 0
+        self._controller = controller_label()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            raise StateError(f"runtime {self.run_id} is {self.state}; open it first")
+        return self._client
+
+    def open(self) -> None:
+        if self.state != "new":
+            raise StateError(f"runtime {self.run_id} cannot be opened: it is {self.state}")
+        client = engine()
+        if self.build_missing_images:
+            from testbed.images import image_refs
+
+            started = time.monotonic()
+            self._images = image_refs(client)
+            self.timings["images_s"] = time.monotonic() - started
+        else:
+            from testbed.images import recipes
+            from testbed.images.build import current
+
+            missing = [r.ref for r in recipes().values() if current(client, r) is None]
+            if missing:
+                raise ComponentError(f"images missing: {', '.join(missing)}. Fix: run "
+                                     "`testbed images build`")
+            self._images = {kind: r.ref for kind, r in recipes().items()}
+        self._client = client
+        self.run_dir = create_run(self.run_id, self.name)
+        (self.run_dir / "logs").mkdir()
+        self._watchdog = spawn_watchdog(self.run_id, self.run_dir / "logs" / "watchdog.log")
+        self.state = "open"
+
+    def __enter__(self) -> DockerRuntime:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every deployment, the broker and the run's networks; delete its files."""
+        if self.state in ("new", "closed"):
+            self.state = "closed"
+            return
+        self.state = "closing"
+        problems = []
+        for deployment in list(self._deployments):
+            try:
+                deployment.close()
+            except Exception as exc:
+                problems.append(f"deployment {deployment.id}: {exc}")
+        if self._broker is not None:
+            self._broker.admin.close()
+        # Whatever is still labelled with the run (the broker, anything a failure left).
+        try:
+            remove_run_objects(self.client, self.run_id)
+        except Exception as exc:
+            problems.append(f"removing containers/networks: {exc}")
+        release_ports(self.run_id)
+        remove_run_dir(self.run_id)
+        if self._watchdog is not None:
+            with contextlib.suppress(OSError):
+                self._watchdog.stdin.close()  # type: ignore[union-attr]
+            try:
+                self._watchdog.wait(15)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+        self.client.close()
+        self.state = "closed"
+        if problems:
+            raise TestbedError("teardown had problems: " + "; ".join(problems))
+
+    def _require_open(self) -> None:
+        if self.state != "open":
+            raise StateError(f"runtime {self.run_id} is {self.state}; use it inside "
+                             "`with DockerRuntime() as runtime:` or call open() first")
+
+    def labels(self, role: str, deployment: str | None = None,
+               service: str | None = None) -> dict[str, str]:
+        labels = {LABEL_RUN: self.run_id, LABEL_CONTROLLER: self._controller, LABEL_ROLE: role}
+        if deployment:
+            labels[LABEL_DEPLOYMENT] = deployment
+        if service:
+            labels[LABEL_SERVICE] = service
+        return labels
+
+    # -- the run's broker ------------------------------------------------------------------
+
+    def broker(self) -> ContainerBroker:
+        """The run's RabbitMQ container, started on first use (about 10 s)."""
+        self._require_open()
+        with self._broker_lock:
+            if self._broker is None:
+                self._broker = self._start_broker()
+            return self._broker
+
+    def _start_broker(self) -> ContainerBroker:
+        client = self.client
+        network_name = f"tb-{self.run_id}-broker"
+        self._broker_network = docker_call(f"create network {network_name}", lambda: (
+            client.networks.create(network_name, driver="bridge",
+                                   labels=self.labels("network"))))
+        amqp, management = allocate_port(self.run_id), allocate_port(self.run_id)
+        address = BrokerAddress("127.0.0.1", amqp, management, f"testbed-{self.run_id}",
+                                secrets.token_urlsafe(16))
+        container = docker_call("create the broker container", lambda: client.containers.run(
+            self._images["rabbitmq"], name=f"tb-{self.run_id}-broker", hostname="broker",
+            detach=True, init=True, labels=self.labels("broker"), network=network_name,
+            environment={"TESTBED_BROKER_USER": address.user,
+                         "TESTBED_BROKER_PASSWORD": address.password},
+            ports={f"{AMQP_PORT}/tcp": ("127.0.0.1", amqp),
+                   f"{MANAGEMENT_PORT}/tcp": ("127.0.0.1", management)}))
+        broker = ContainerBroker(container, address)
+        self.timings["broker_boot_s"] = broker.wait_ready()
+        return broker
+
+    # -- deploy ----------------------------------------------------------------------------
+
+    def deploy(self, topology: Topology) -> Deployment:
+        """Bring a topology up and return its handle; on failure nothing of it is left."""
+        self._require_open()
+        with self._lock:
+            self._counter += 1
+            deployment_id = f"{topology.name}{self._counter}"
+        undo = Undo()
+        try:
+            deployment = self._deploy(topology, deployment_id, undo)
+        except BaseException as exc:
+            failures = undo.run()
+            if failures:
+                exc.add_note("cleanup after the failed deploy also failed: "
+                             + "; ".join(failures))
+            raise
+        self._deployments.append(deployment)
+        return deployment
+
+    def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
+        started = time.monotonic()
+        client = self.client
+        prefix = f"tb-{self.run_id}-{deployment_id}"
+        host_ports: dict[str, int] = {}
+        for spec in topology.services:
+            if spec.port is not None:
+                host_ports[spec.name] = claim_fixed_port(
+                    spec.port, self.run_id, f"service {topology.name}.{spec.name}")
+        for spec in topology.services:
+            host_ports.setdefault(spec.name, allocate_port(self.run_id))
+
+        network = docker_call(f"create network {prefix}", lambda: client.networks.create(
+            prefix, driver="bridge", labels=self.labels("network", deployment_id)))
+        undo.push(network.remove)
+
+        access = self._setup_broker(topology, deployment_id, network, undo)
+
+        toxiproxy: DockerToxiproxyClient | None = None
+        proxies: dict[str, ProxyEndpoint] = {}
+        proxy_ports = {link.name: allocate_port(self.run_id) for link in topology.proxied_links}
+        if topology.proxied_links:
+            toxiproxy = self._start_toxiproxy(prefix, deployment_id, network, proxy_ports,
+                                              undo)
+            for link in topology.proxied_links:
+                upstream = proxy_upstream(topology, link.name)
+                proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
+                info = toxiproxy.create_proxy(proxy_name, proxy_ports[link.name], upstream)
+                proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
+
+        services: dict[str, DockerService] = {}
+        broker_creds = ((access.vhost, access.address.user, access.address.password)
+                        if access else None)
+        for spec in topology.services:
+            config = service_config(topology, spec.name, proxy_ports, broker_creds)
+            services[spec.name] = self._create_service(prefix, deployment_id, spec.name, config,
+                                                       network, host_ports[spec.name], undo)
+        for service in services.values():
+            docker_call(f"start of {service.container.name}", service.container.start)
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+            for future in [pool.submit(s.wait_ready) for s in services.values()]:
+                future.result()
+        self.timings[f"deploy_{deployment_id}_s"] = time.monotonic() - started
+
+        def teardown() -> None:
+            failures = undo.run()
+            if toxiproxy is not None:
+                toxiproxy.close()
+            self._deployments[:] = [d for d in self._deployments if d.id != deployment_id]
+            if failures:
+                raise TestbedError(f"teardown of {deployment_id} failed: {failures}")
+
+        return Deployment(deployment_id, topology, self.name, dict(services), proxies, access,
+                          toxiproxy, teardown)
+
+    def _remover(self, container: Container) -> Callable[[], None]:
+        def remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+        return remove
+
+    def _create_service(self, prefix: str, deployment_id: str, name: str,
+                        config: ServiceConfig, network: Network, host_port: int,
+                        undo: Undo) -> DockerService:
+        client = self.client
+        container = docker_call(f"create container {prefix}-{name}", lambda: (
+            client.containers.create(
+                self._images["service"], name=f"{prefix}-{name}", hostname=name, init=True,
+                labels=self.labels("service", deployment_id, name),
+                network=network.name, networking_config=self._aliases(network, name),
+                ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", host_port)},
+                stop_signal="SIGTERM")))
+        undo.push(self._remover(container))
+        archive = tar_one(SERVICE_CONFIG_PATH, config.to_json().encode())
+        docker_call(f"copy config into {container.name}",
+                     lambda: container.put_archive("/", archive))
+        return DockerService(name, container, host_port)
+
+    def _aliases(self, network: Network, alias: str) -> dict[str, Any]:
+        """Attach a container to the network under an alias (its peers' name for it)."""
+        return {str(network.name): self.client.api.create_endpoint_config(aliases=[alias])}
+
+    def _start_toxiproxy(self, prefix: str, deployment_id: str, network: Network,
+                         proxy_ports: dict[str, int], undo: Undo) -> DockerToxiproxyClient:
+        client = self.client
+        api_port = allocate_port(self.run_id)
+        ports: dict[str, Any] = {f"{TOXIPROXY_API_PORT}/tcp": ("127.0.0.1", api_port)}
+        for port in proxy_ports.values():
+            ports[f"{port}/tcp"] = ("127.0.0.1", port)
+        container = docker_call(f"create container {prefix}-toxiproxy", lambda: (
+            client.containers.create(
+                self._images["toxiproxy"], name=f"{prefix}-toxiproxy", hostname="toxiproxy",
+                labels=self.labels("toxiproxy", deployment_id), network=network.name,
+                networking_config=self._aliases(network, "toxiproxy"), ports=ports)))
+        undo.push(self._remover(container))
+        docker_call(f"start of {container.name}", container.start)
+        proxy = DockerToxiproxyClient("127.0.0.1", api_port)
+        seconds = wait_ready(container, lambda: http_ok(f"{proxy.url}/version"),
+                             f"toxiproxy of {deployment_id}", TOXIPROXY_READY_TIMEOUT_S)
+        self.timings[f"toxiproxy_{deployment_id}_s"] = seconds
+        return proxy
+
+    def _setup_broker(self, topology: Topology, deployment_id: str, network: Network,
+                      undo: Undo) -> BrokerAccess | None:
+        if topology.broker is None:
+            return None
+        broker = self.broker()
+        docker_call("attach the broker to the deployment network",
+                     lambda: network.connect(broker.container, aliases=["broker"]))
+
+        def detach() -> None:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                network.disconnect(broker.container, force=True)
+
+        undo.push(detach)
+        admin = broker.admin
+        vhost = f"{self.run_id}.{deployment_id}"
+        admin.create_vhost(vhost)
+        undo.push(lambda: admin.delete_vhost(vhost) if broker.running() else None)
+        exchanges, queues, bindings = broker_objects(topology)
+        for name, kind in exchanges:
+            admin.declare_exchange(vhost, name, kind=kind)
+        for name, arguments in queues:
+            admin.declare_queue(vhost, name, arguments)
+        for exchange_name, queue, key in bindings:
+            admin.bind(vhost, exchange_name, queue, key)
+        exchange = topology.broker.exchange
+        consumed = tuple(spec.name for spec in topology.services if spec.consumes)
+        return BrokerAccess(broker.address, vhost, exchange, consumed, admin, broker)
