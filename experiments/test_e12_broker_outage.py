@@ -72,7 +72,7 @@ def no_loss(hypotheses: Hypotheses, result: RunResult) -> None:
 
 
 def outbox_hypotheses(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses(f"E12 outbox: broker down {outage_s(result):.1f} s")
+    hypotheses = Hypotheses(f"E12 outbox: broker killed for {DOWN:.0f} s plus its restart")
     hypotheses.check(equals("edge errors", 0, edge_errors(result), unit="orders"))
     no_loss(hypotheses, result)
     return hypotheses
@@ -88,7 +88,8 @@ def test_direct_publish_fails_at_the_edge_but_loses_nothing(
         results: dict[str, RunResult]) -> None:
     result = results["direct"]
     window = outage_s(result)
-    hypotheses = Hypotheses(f"E12 direct publish: broker down {window:.1f} s")
+    hypotheses = Hypotheses(f"E12 direct publish: broker killed for {DOWN:.0f} s plus its "
+                            "restart")
     hypotheses.check(close_to("edge errors", RATE * window, edge_errors(result), rel=0.25,
                               unit="orders"))
     no_loss(hypotheses, result)
