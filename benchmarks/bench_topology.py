@@ -1,11 +1,12 @@
-"""Benchmark: bring the paired topology up and down on the local runtime.
+"""Benchmark: bring the paired topology up and down, on the local runtime, on the docker
+runtime (cached images), or on both in the same run, interleaved, with ratios.
 
-Prints, per repetition and as medians, the time to boot the private RabbitMQ node,
-the time for everything else of bringing the pair up (Toxiproxy, proxies, vhost,
-service processes, readiness), and the time to tear it all down. Each repetition uses
-a fresh runtime, so the broker boots every time, as it does once per test session.
+Prints, per repetition and as medians, the time to boot the broker (a process, or a
+container), the time for everything else of bringing the pair up (Toxiproxy, proxies,
+vhost, services, readiness), and the time to tear it all down. Each repetition uses a
+fresh runtime, so the broker boots every time, as it does once per test session.
 
-    .venv/bin/python benchmarks/bench_topology.py [--repeat N]
+    .venv/bin/python benchmarks/bench_topology.py [--repeat N] [--runtime local|docker|both]
 """
 
 from __future__ import annotations
@@ -14,33 +15,32 @@ import argparse
 import statistics
 import time
 
-from testbed.runtime.local import LocalRuntime
+from testbed.runtime import get_runtime
 from testbed.topology import paired
 
+Round = dict[str, float]
 
-def one_round() -> dict[str, float]:
-    runtime = LocalRuntime()
+
+def one_round(runtime_name: str) -> Round:
+    runtime = get_runtime(runtime_name)
     started = time.monotonic()
     runtime.open()
+    opened = time.monotonic() - started
     for topology in paired():
         runtime.deploy(topology)
     up = time.monotonic() - started
     down_started = time.monotonic()
     runtime.close()
     down = time.monotonic() - down_started
-    broker = runtime.timings["broker_boot_s"]
-    return {"up_total_s": up, "broker_boot_s": broker, "up_rest_s": up - broker,
-            "down_s": down}
+    broker = runtime.timings["broker_boot_s"]  # type: ignore[attr-defined]
+    return {"open_s": opened, "up_total_s": up, "broker_boot_s": broker,
+            "up_rest_s": up - broker - opened, "down_s": down}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    rounds = [one_round() for _ in range(args.repeat)]
+def table(name: str, rounds: list[Round]) -> dict[str, float]:
     keys = list(rounds[0])
-    print(f"paired topology (depth 3: 8 services, 7 proxies, 1 broker), local runtime, "
-          f"{args.repeat} rounds")
+    print(f"\npaired topology (depth 3: 8 services, 7 proxies, 1 broker), {name} runtime, "
+          f"{len(rounds)} rounds")
     print(f"{'figure':16}" + "".join(f"{'round ' + str(i + 1):>10}" for i in range(len(rounds)))
           + f"{'median':>10}")
     for key in keys:
@@ -50,6 +50,29 @@ def main() -> None:
     median = {k: statistics.median(r[k] for r in rounds) for k in keys}
     print(f"broker boot is {median['broker_boot_s'] / median['up_total_s']:.0%} of bring-up; "
           f"teardown takes {median['down_s'] / median['up_total_s']:.0%} of bring-up time")
+    return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--runtime", choices=["local", "docker", "both"], default="local")
+    args = parser.parse_args()
+    names = ["local", "docker"] if args.runtime == "both" else [args.runtime]
+    if "docker" in names:  # images built (or found cached) before anything is timed
+        from testbed.images import build_images
+
+        build_images()
+    rounds: dict[str, list[Round]] = {name: [] for name in names}
+    for _ in range(args.repeat):  # interleaved: the machine's noise hits both alike
+        for name in names:
+            rounds[name].append(one_round(name))
+    medians = {name: table(name, found) for name, found in rounds.items()}
+    if len(medians) == 2:
+        print("\ndocker / local (medians, same run):")
+        for key in ("up_total_s", "broker_boot_s", "up_rest_s", "down_s"):
+            local, docker = medians["local"][key], medians["docker"][key]
+            print(f"  {key:14} {docker:7.2f} s / {local:7.2f} s = {docker / local:5.2f}x")
 
 
 if __name__ == "__main__":

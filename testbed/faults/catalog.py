@@ -18,6 +18,7 @@ from testbed.faults.broker import (
     PoisonMessage,
     QueuePurge,
 )
+from testbed.faults.container import Partition
 from testbed.faults.network import TOXICS, LinkDown, ToxicFault
 from testbed.faults.process import (
     CrashAt,
@@ -31,7 +32,7 @@ from testbed.runtime.base import Deployment
 NETWORK = (*TOXICS, "link_down")
 PROCESS: dict[str, Callable[..., Fault]] = {
     "kill": KillService, "pause": PauseService, "restart": RestartService,
-    "crash_loop": CrashLoop, "crash_at": CrashAt}
+    "crash_loop": CrashLoop, "crash_at": CrashAt, "partition": Partition}
 BROKER: dict[str, Callable[..., Fault]] = {
     "broker_down": BrokerDown, "memory_alarm": MemoryAlarm, "poison": PoisonMessage,
     "purge": QueuePurge, "consumer_stall": ConsumerStall}
@@ -57,7 +58,7 @@ def make_fault(deployment: Deployment, name: str, target: str, **params: Any) ->
                                  f"got {target!r}")
         return LinkDown(deployment, target)
     if name in PROCESS:
-        if name not in ("crash_loop", "crash_at"):
+        if name not in ("crash_loop", "crash_at", "partition"):
             _no_params(name, params)
         return _build(name, PROCESS[name], deployment, target, params)
     if name in BROKER:

@@ -16,19 +16,20 @@ from testbed.observe import RunResult
 from testbed.report.incident import dlq_depth, queue_depth
 
 FAULT_COLOR = "#f4b6b6"
+WINDOW_S = 0.5  # percentiles and error rate per half second of scheduled send time
 
 
 def run_chart(result: RunResult, title: str) -> bytes:
     """Three stacked panels, one time axis: edge latency p50/p95/p99, edge error rate,
     queue and DLQ depth. Returns PNG bytes."""
-    latency = windowed_latency(result.requests)
-    errors = error_rate(result.requests)
+    latency = windowed_latency(result.requests, window_s=WINDOW_S)
+    errors = error_rate(result.requests, window_s=WINDOW_S)
     backlog, dead = queue_depth(result.samples), dlq_depth(result.samples)
     figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(8, 6.4), sharex=True)
     figure.suptitle(title, fontsize=11)
     for column, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
-        if column in latency:
-            top.plot(latency.index, latency[column] * 1000, style, label=column)
+        if column in latency:  # a window's value holds over the whole window
+            top.step(latency.index, latency[column] * 1000, style, where="post", label=column)
     top.set_ylabel("edge latency (ms)")
     top.legend(loc="upper right", fontsize=8)
     middle.step(errors.index, errors * 100, where="post", color="tab:red")

@@ -23,7 +23,7 @@ from testbed.components.process import ManagedProcess
 from testbed.components.rabbitmq import RabbitNode
 from testbed.components.readiness import http_ok, wait_until
 from testbed.components.toxiproxy import ToxiproxyServer
-from testbed.errors import StateError, TestbedError
+from testbed.errors import StateError, TestbedError, TopologyError
 from testbed.ports import allocate_port, claim_fixed_port, release_ports
 from testbed.runs import create_run, new_run_id, remove_run_dir
 from testbed.runtime import watchdog
@@ -222,6 +222,12 @@ class LocalRuntime:
 
     def _preflight(self, topology: Topology) -> None:
         """Check binaries before anything starts, so a missing one leaves nothing behind."""
+        limited = [s.name for s in topology.services if s.knobs.container_limits]
+        if limited:
+            raise TopologyError(f"services[{limited[0]}].knobs.cpus/memory_mb",
+                                "CPU and memory limits apply to containers",
+                                "deploy with the docker runtime (--runtime docker), or "
+                                "leave cpus and memory_mb out")
         if topology.proxied_links:
             TOXIPROXY.require()
         if topology.needs_broker:

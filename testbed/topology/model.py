@@ -69,6 +69,9 @@ class Knobs:
     replicas: int = 1  # async consumer: competing consumers on the queue (own channels)
     outbox: bool = False  # async gateway: order + event in one local transaction, relayed
     request_reply: bool = False  # async gateway: wait (timeout_s) for the last stage's reply
+    # Container resources (docker runtime only; the local runtime refuses them):
+    cpus: float | None = None  # CPU limit of the service's container, e.g. 0.5
+    memory_mb: int | None = None  # memory limit of the service's container
     # Queue policies of an async consumer's queue:
     queue_type: str = "classic"  # classic | quorum (quorum is needed for delivery_limit)
     max_length: int | None = None  # messages the queue holds at most
@@ -103,7 +106,18 @@ class Knobs:
             if not isinstance(getattr(self, name), bool):
                 raise TopologyError(f"knobs.{name}", f"{getattr(self, name)!r} is not allowed",
                                     "give true or false")
+        if self.cpus is not None:
+            _positive("knobs.cpus", self.cpus)
+        if self.memory_mb is not None and (isinstance(self.memory_mb, bool)
+                                           or not isinstance(self.memory_mb, int)
+                                           or self.memory_mb < 32):
+            raise TopologyError("knobs.memory_mb", f"{self.memory_mb!r} is not allowed",
+                                "give a whole number of megabytes, 32 or more")
         self._check_queue_policy()
+
+    @property
+    def container_limits(self) -> bool:
+        return self.cpus is not None or self.memory_mb is not None
 
     def _check_queue_policy(self) -> None:
         if self.queue_type not in QUEUE_TYPES:

@@ -9,9 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from testbed.errors import MissingBinaryError, PortInUseError
+from testbed.errors import MissingBinaryError, PortInUseError, TopologyError
+from testbed.faults import FaultSpecError, make_fault
+from testbed.runtime import Runtime
 from testbed.runtime.local import LocalRuntime
-from testbed.topology import async_pipeline, sync_chain
+from testbed.topology import Knobs, async_pipeline, sync_chain
 
 from .conftest import leftovers
 
@@ -80,3 +82,14 @@ def test_doctor_passes_here() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok       rabbitmq-server" in done.stdout
+
+
+def test_container_knobs_and_partition_are_refused_by_the_local_runtime(
+        testbed_runtime: Runtime) -> None:
+    """CPU/memory limits and partitions need containers: a clear error, nothing started."""
+    limited = sync_chain(1, overrides={"orders": Knobs(cpus=0.5)})
+    with pytest.raises(TopologyError, match=r"cpus/memory_mb.*--runtime docker"):
+        testbed_runtime.deploy(limited)
+    with testbed_runtime.deploy(sync_chain(1)) as chain, \
+            pytest.raises(FaultSpecError, match="partition of orders: the local runtime"):
+        make_fault(chain, "partition", "orders")

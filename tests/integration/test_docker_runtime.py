@@ -125,6 +125,26 @@ def test_latency_toxic_and_kill_take_effect_and_are_undone(runtime: DockerRuntim
         assert {"warm-up", "after-kill"} <= set(chain.ledger("payments"))
 
 
+def test_resource_knobs_limit_the_container_and_a_partition_cuts_it_off(
+        runtime: DockerRuntime) -> None:
+    limited = Knobs(cpus=0.5, memory_mb=128, timeout_s=1.0)
+    chain = runtime.deploy(sync_chain(2, knobs=Knobs(timeout_s=1.0),
+                                      overrides={"payments": limited}))
+    try:
+        payments = chain.services["payments"]
+        host = payments.container.attrs["HostConfig"]  # type: ignore[attr-defined]
+        assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 128 * 1024 * 1024
+        assert chain.place_order("before").status_code == 200
+        timeline = Timeline()
+        with injected(make_fault(chain, "partition", "payments"), timeline):
+            cut = chain.place_order("during")
+            assert cut.status_code in (502, 504), cut.text
+        assert chain.place_order("after").status_code == 200
+        assert [e.kind for e in timeline.events] == ["inject", "verify", "remove"]
+    finally:
+        chain.close()
+
+
 def test_service_handles_pause_stop_and_restart(runtime: DockerRuntime) -> None:
     with runtime.deploy(sync_chain(2, knobs=Knobs(timeout_s=3.0),
                                    overrides={"orders": Knobs(timeout_s=0.5)})) as chain:

@@ -168,6 +168,21 @@ class DockerService:
                      lambda: self.container.client.networks.get(network)
                      .connect(self.container, aliases=[self.name]))
 
+    def partition(self) -> list[str]:
+        """Cut the container off every network it is on; returns them, for heal()."""
+        self.container.reload()
+        networks = list(self.container.attrs["NetworkSettings"]["Networks"])
+        for network in networks:
+            self.disconnect(network)
+        self._partitioned = networks
+        return networks
+
+    def heal(self) -> None:
+        """Reconnect what partition() cut (under the service's name as alias)."""
+        for network in getattr(self, "_partitioned", []):
+            self.connect(network)
+        self._partitioned = []
+
     def set_limits(self, cpus: float | None = None, memory_mb: int | None = None) -> None:
         """CPU and memory limits on the running container."""
         kwargs: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from testbed.runtime.base import (
 )
 from testbed.runtime.docker.containers import AMQP_PORT, LEDGER_DIR, SERVICE_PORT
 from testbed.services.config import AmqpTarget, ServiceConfig
-from testbed.topology.model import Topology
+from testbed.topology.model import Knobs, Topology
 
 
 @dataclass
@@ -99,3 +99,14 @@ def controller_alive(label: str) -> bool:
         return RunRecord("", int(pid), float(started), "docker").controller_alive()
     except ValueError:
         return False
+
+
+def resource_limits(knobs: Knobs) -> dict[str, Any]:
+    """docker create arguments for a service's cpus / memory_mb knobs (none when unset)."""
+    limits: dict[str, Any] = {}
+    if knobs.cpus is not None:
+        limits["nano_cpus"] = int(knobs.cpus * 1e9)
+    if knobs.memory_mb is not None:
+        limits["mem_limit"] = f"{knobs.memory_mb}m"
+        limits["memswap_limit"] = f"{knobs.memory_mb}m"
+    return limits

@@ -74,6 +74,7 @@ from testbed.runtime.docker.plan import (
     broker_objects,
     controller_label,
     proxy_upstream,
+    resource_limits,
     service_config,
 )
 from testbed.runtime.local import Undo
@@ -312,7 +313,7 @@ class DockerRuntime:
                 labels=self.labels("service", deployment_id, name),
                 network=network.name, networking_config=self._aliases(network, name),
                 ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", host_port)},
-                stop_signal="SIGTERM")))
+                stop_signal="SIGTERM", **resource_limits(config.knobs))))
         undo.push(self._remover(container))
         archive = tar_one(SERVICE_CONFIG_PATH, config.to_json().encode())
         docker_call(f"copy config into {container.name}",
