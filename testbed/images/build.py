@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -58,6 +59,7 @@ SERVICE_CONFIG_PATH = "/etc/testbed/service.json"
 VENV = "/opt/testbed/venv"
 SOURCE_DIR = "/opt/testbed/src"
 BUILD_TIMEOUT_S = 1200
+STALE_AFTER_S = 3600.0  # an older build is pruned only after this long
 PIP_PASSTHROUGH = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_DEFAULT_TIMEOUT", "HTTPS_PROXY",
                    "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
 
@@ -217,9 +219,15 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
 
 def _prune_stale(client: docker.DockerClient, plan: dict[str, Recipe],
                  say: Callable[[str], None]) -> None:
-    """Drop older builds of our images (a source edit would otherwise pile them up)."""
+    """Drop older builds of our images (a source edit would otherwise pile them up), once
+    they are an hour old: a session started before the edit may still create containers
+    from its build (docker only refuses to remove images that containers already use)."""
+    cutoff = time.time() - STALE_AFTER_S
     for image in client.images.list(filters={"label": LABEL_KIND}):
         kind = image.labels.get(LABEL_KIND, "")
+        created = datetime.fromisoformat(str(image.attrs.get("Created", ""))[:19] + "+00:00")
+        if created.timestamp() > cutoff:
+            continue
         if kind in plan and image.labels.get(LABEL_INPUTS) != plan[kind].inputs:
             try:
                 client.images.remove(image.id, noprune=False)

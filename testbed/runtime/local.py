@@ -8,13 +8,10 @@ ports. A failed deploy undoes whatever it had started before re-raising.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,9 +20,8 @@ from testbed.components.process import ManagedProcess
 from testbed.components.rabbitmq import RabbitNode
 from testbed.components.readiness import http_ok, wait_until
 from testbed.components.toxiproxy import ToxiproxyServer
-from testbed.errors import StateError, TestbedError, TopologyError
-from testbed.ports import allocate_port, claim_fixed_port, release_ports
-from testbed.runs import create_run, new_run_id, remove_run_dir
+from testbed.errors import TestbedError, TopologyError
+from testbed.ports import allocate_port, claim_fixed_port
 from testbed.runtime import watchdog
 from testbed.runtime.base import (
     BrokerAccess,
@@ -35,6 +31,7 @@ from testbed.runtime.base import (
     dead_letter_queue,
     retry_queue,
 )
+from testbed.runtime.lifecycle import RunLifecycle, Undo
 from testbed.services.config import AmqpTarget, ServiceConfig
 from testbed.topology.model import Topology
 
@@ -81,96 +78,28 @@ class LocalService:
         self.process.resume()
 
 
-class Undo:
-    """A stack of undo actions for a partial start; every action runs even if one fails."""
-
-    def __init__(self) -> None:
-        self._actions: list[Callable[[], object]] = []
-
-    def push(self, action: Callable[[], object]) -> None:
-        self._actions.append(action)
-
-    def run(self) -> list[str]:
-        failures = []
-        while self._actions:
-            action = self._actions.pop()
-            try:
-                action()
-            except Exception as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
-        return failures
-
-
-class LocalRuntime:
+class LocalRuntime(RunLifecycle):
     """Runs topologies as local processes, with real Toxiproxy and RabbitMQ."""
 
     name = "local"
 
     def __init__(self, run_id: str | None = None) -> None:
-        self.run_id = run_id or new_run_id()
-        self.state = "new"
-        self.run_dir: Path | None = None
-        self.timings: dict[str, float] = {}
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        super().__init__(run_id)
         self._toxiproxy: ToxiproxyServer | None = None
         self._broker: RabbitNode | None = None
-        self._deployments: list[Deployment] = []
-        self._lock = threading.Lock()
-        self._counter = 0
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- lifecycle hooks -------------------------------------------------------------------
 
-    def open(self) -> None:
-        if self.state != "new":
-            raise StateError(f"runtime {self.run_id} cannot be opened: it is {self.state}")
-        self.run_dir = create_run(self.run_id, self.name)
-        (self.run_dir / "logs").mkdir()
-        self._watchdog = watchdog.spawn(self.run_id, self.run_dir / "logs" / "watchdog.log")
-        self.state = "open"
+    def _spawn_watchdog(self, log_path: Path) -> subprocess.Popen[bytes]:
+        return watchdog.spawn(self.run_id, log_path)
 
-    def __enter__(self) -> LocalRuntime:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Tear down every deployment, the broker and Toxiproxy; delete the run's files."""
-        if self.state in ("new", "closed"):
-            self.state = "closed"
-            return
-        self.state = "closing"
-        problems = []
-        for deployment in list(self._deployments):
-            try:
-                deployment.close()
-            except Exception as exc:
-                problems.append(f"deployment {deployment.id}: {exc}")
+    def _close_components(self, problems: list[str]) -> None:
         if self._broker is not None:
             self._broker.stop()
         if self._toxiproxy is not None:
             self._toxiproxy.stop()
-        release_ports(self.run_id)
-        remove_run_dir(self.run_id)
-        if self._watchdog is not None:
-            with contextlib.suppress(OSError):
-                self._watchdog.stdin.close()  # type: ignore[union-attr]
-            try:
-                self._watchdog.wait(15)
-            except subprocess.TimeoutExpired:
-                self._watchdog.kill()
-        self.state = "closed"
-        if problems:
-            raise TestbedError("teardown had problems: " + "; ".join(problems))
 
     # -- shared components -----------------------------------------------------------------
-
-    def _require_open(self) -> Path:
-        if self.state != "open" or self.run_dir is None:
-            raise StateError(f"runtime {self.run_id} is {self.state}; use it inside "
-                             "`with LocalRuntime() as runtime:` or call open() first")
-        return self.run_dir
 
     def toxiproxy(self) -> ToxiproxyServer:
         """The run's Toxiproxy server, started on first use."""
@@ -201,25 +130,6 @@ class LocalRuntime:
 
     # -- deploy ----------------------------------------------------------------------------
 
-    def deploy(self, topology: Topology) -> Deployment:
-        """Bring a topology up and return its handle; on failure nothing of it is left."""
-        run_dir = self._require_open()
-        with self._lock:
-            self._counter += 1
-            deployment_id = f"{topology.name}{self._counter}"
-        self._preflight(topology)
-        undo = Undo()
-        try:
-            deployment = self._deploy(topology, deployment_id, run_dir, undo)
-        except BaseException as exc:
-            failures = undo.run()
-            if failures:
-                exc.add_note("cleanup after the failed deploy also failed: "
-                             + "; ".join(failures))
-            raise
-        self._deployments.append(deployment)
-        return deployment
-
     def _preflight(self, topology: Topology) -> None:
         """Check binaries before anything starts, so a missing one leaves nothing behind."""
         limited = [s.name for s in topology.services if s.knobs.container_limits]
@@ -234,8 +144,8 @@ class LocalRuntime:
             RABBITMQ.require()
             EPMD.require()
 
-    def _deploy(self, topology: Topology, deployment_id: str, run_dir: Path,
-                undo: Undo) -> Deployment:
+    def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
+        run_dir = self._require_open()
         started = time.monotonic()
         ports: dict[str, int] = {}
         for spec in topology.services:
@@ -285,7 +195,7 @@ class LocalRuntime:
 
         def teardown() -> None:
             failures = undo.run()
-            self._deployments[:] = [d for d in self._deployments if d.id != deployment_id]
+            self._forget(deployment_id)
             if failures:
                 raise TestbedError(f"teardown of {deployment_id} failed: {failures}")
 

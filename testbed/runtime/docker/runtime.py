@@ -43,8 +43,7 @@ from testbed.components.docker_engine import engine
 from testbed.components.rabbitmq import BrokerAddress
 from testbed.components.readiness import http_ok
 from testbed.errors import ComponentError, StateError, TestbedError
-from testbed.ports import allocate_port, claim_fixed_port, release_ports
-from testbed.runs import create_run, new_run_id, remove_run_dir
+from testbed.ports import allocate_port, claim_fixed_port
 from testbed.runtime.base import (
     BrokerAccess,
     Deployment,
@@ -77,32 +76,25 @@ from testbed.runtime.docker.plan import (
     resource_limits,
     service_config,
 )
-from testbed.runtime.local import Undo
+from testbed.runtime.lifecycle import RunLifecycle, Undo
 from testbed.services.config import ServiceConfig
 from testbed.topology.model import Topology
 
 
-class DockerRuntime:
+class DockerRuntime(RunLifecycle):
     """Runs topologies as containers on private bridge networks, with real Toxiproxy and
     RabbitMQ containers; images come from ``testbed images build`` (built when missing)."""
 
     name = "docker"
 
     def __init__(self, run_id: str | None = None, build_missing_images: bool = True) -> None:
-        self.run_id = run_id or new_run_id()
-        self.state = "new"
-        self.run_dir: Path | None = None
-        self.timings: dict[str, float] = {}
+        super().__init__(run_id)
         self.build_missing_images = build_missing_images
         self._client: docker.DockerClient | None = None
         self._images: dict[str, str] = {}
-        self._watchdog: subprocess.Popen[bytes] | None = None
         self._broker: ContainerBroker | None = None
         self._broker_network: Network | None = None
-        self._deployments: list[Deployment] = []
-        self._lock = threading.Lock()
         self._broker_lock = threading.Lock()
-        self._counter = 0
         self._controller = controller_label()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -113,9 +105,8 @@ class DockerRuntime:
             raise StateError(f"runtime {self.run_id} is {self.state}; open it first")
         return self._client
 
-    def open(self) -> None:
-        if self.state != "new":
-            raise StateError(f"runtime {self.run_id} cannot be opened: it is {self.state}")
+    def _prepare(self) -> None:
+        """Find the engine and the images (built when missing, unless told not to)."""
         client = engine()
         if self.build_missing_images:
             from testbed.images import image_refs
@@ -133,55 +124,20 @@ class DockerRuntime:
                                      "`testbed images build`")
             self._images = {kind: r.ref for kind, r in recipes().items()}
         self._client = client
-        self.run_dir = create_run(self.run_id, self.name)
-        (self.run_dir / "logs").mkdir()
-        self._watchdog = spawn_watchdog(self.run_id, self.run_dir / "logs" / "watchdog.log")
-        self.state = "open"
 
-    def __enter__(self) -> DockerRuntime:
-        self.open()
-        return self
+    def _spawn_watchdog(self, log_path: Path) -> subprocess.Popen[bytes]:
+        return spawn_watchdog(self.run_id, log_path)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Remove every deployment, the broker and the run's networks; delete its files."""
-        if self.state in ("new", "closed"):
-            self.state = "closed"
-            return
-        self.state = "closing"
-        problems = []
-        for deployment in list(self._deployments):
-            try:
-                deployment.close()
-            except Exception as exc:
-                problems.append(f"deployment {deployment.id}: {exc}")
+    def _close_components(self, problems: list[str]) -> None:
+        """The broker, and whatever is still labelled with the run (anything a failure
+        left); the engine connection last."""
         if self._broker is not None:
             self._broker.admin.close()
-        # Whatever is still labelled with the run (the broker, anything a failure left).
         try:
             remove_run_objects(self.client, self.run_id)
         except Exception as exc:
             problems.append(f"removing containers/networks: {exc}")
-        release_ports(self.run_id)
-        remove_run_dir(self.run_id)
-        if self._watchdog is not None:
-            with contextlib.suppress(OSError):
-                self._watchdog.stdin.close()  # type: ignore[union-attr]
-            try:
-                self._watchdog.wait(15)
-            except subprocess.TimeoutExpired:
-                self._watchdog.kill()
         self.client.close()
-        self.state = "closed"
-        if problems:
-            raise TestbedError("teardown had problems: " + "; ".join(problems))
-
-    def _require_open(self) -> None:
-        if self.state != "open":
-            raise StateError(f"runtime {self.run_id} is {self.state}; use it inside "
-                             "`with DockerRuntime() as runtime:` or call open() first")
 
     def labels(self, role: str, deployment: str | None = None,
                service: str | None = None) -> dict[str, str]:
@@ -223,24 +179,6 @@ class DockerRuntime:
         return broker
 
     # -- deploy ----------------------------------------------------------------------------
-
-    def deploy(self, topology: Topology) -> Deployment:
-        """Bring a topology up and return its handle; on failure nothing of it is left."""
-        self._require_open()
-        with self._lock:
-            self._counter += 1
-            deployment_id = f"{topology.name}{self._counter}"
-        undo = Undo()
-        try:
-            deployment = self._deploy(topology, deployment_id, undo)
-        except BaseException as exc:
-            failures = undo.run()
-            if failures:
-                exc.add_note("cleanup after the failed deploy also failed: "
-                             + "; ".join(failures))
-            raise
-        self._deployments.append(deployment)
-        return deployment
 
     def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
         started = time.monotonic()
@@ -290,7 +228,7 @@ class DockerRuntime:
             failures = undo.run()
             if toxiproxy is not None:
                 toxiproxy.close()
-            self._deployments[:] = [d for d in self._deployments if d.id != deployment_id]
+            self._forget(deployment_id)
             if failures:
                 raise TestbedError(f"teardown of {deployment_id} failed: {failures}")
 
