@@ -158,11 +158,9 @@ def render(report: ExperimentReport, template: str) -> str:
     return _ENV.get_template(template).render(report=report, ms=_ms, knobs_text=_knobs_text)
 
 
-def write_report(report_dir: Path, experiment: str,
-                 verdicts: pd.DataFrame | None = None) -> Path:
+def write_files(report_dir: Path, report: ExperimentReport) -> Path:
     """Write reports/<experiment>/report.md (+ PNGs) and report.html; returns the HTML."""
-    report = build_report(report_dir, experiment, verdicts)
-    out = report_dir / experiment
+    out = report_dir / report.name
     out.mkdir(parents=True, exist_ok=True)
     for name, png in report.charts.items():
         (out / f"{name}.png").write_bytes(png)

@@ -23,7 +23,7 @@ from testbed.report.render import (
     build_report,
     experiments_in,
     module_of,
-    render,
+    write_files,
 )
 from testbed.report.verdicts import SUMMARY_FILE, load_verdicts, suite_summary
 
@@ -63,12 +63,7 @@ def write_reports(report_dir: Path, record_history: bool = False) -> SuiteReport
         if f"/{module_of(experiment)}.py::" not in recorded:
             continue  # results of some other session, with no verdicts of this one
         report = build_report(report_dir, experiment, verdicts)
-        out = report_dir / experiment
-        out.mkdir(parents=True, exist_ok=True)
-        for name, png in report.charts.items():
-            (out / f"{name}.png").write_bytes(png)
-        (out / "report.md").write_text(render(report, "incident.md.j2"))
-        (out / "report.html").write_text(render(report, "incident.html.j2"))
+        write_files(report_dir, report)
         reports.append(report)
     if record_history:
         append_history(report_dir, verdicts)
