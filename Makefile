@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup browser docker demo catalog test check lint unit bench gc clean
+.PHONY: setup browser docker demo catalog test test-docker check lint unit bench gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,19 @@ docker: setup
 	$(BIN)/testbed setup --docker
 
 # The experiments run in a session of their own: the docker and integration tests
-# beside them would be load the experiments' tolerances were never sized for.
+# beside them would be load the experiments' tolerances were never sized for. Then the
+# same again on the docker runtime.
 test: setup browser docker lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests
 	$(BIN)/pytest $(PYTEST_ARGS) experiments
+	$(MAKE) --no-print-directory test-docker
+
+# The integration tests through the docker runtime (the ones about the local runtime
+# skip; the docker runtime's own tests ran above), then the flagship experiments in
+# containers, with reports of their own.
+test-docker: setup docker
+	$(BIN)/pytest $(PYTEST_ARGS) --runtime docker -m "not docker" tests/integration
+	$(BIN)/testbed run --runtime docker --report-dir reports/docker
 
 lint: $(STAMP)
 	$(BIN)/ruff check testbed tests benchmarks experiments

@@ -11,7 +11,15 @@ import sys
 import time
 
 from testbed.errors import TestbedError
-from testbed.images.build import build_images, describe, image_refs, recipes
+from testbed.images.build import (
+    SOURCE_ENV,
+    SOURCES,
+    build_images,
+    describe,
+    image_refs,
+    recipes,
+    resolve_source,
+)
 
 
 def images_main(argv: list[str] | None = None) -> int:
@@ -21,18 +29,23 @@ def images_main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="build the images whose inputs changed")
     build.add_argument("--force", action="store_true", help="rebuild every image")
-    sub.add_parser("list", help="show each image and whether it is built")
+    listing = sub.add_parser("list", help="show each image and whether it is built")
+    for command in (build, listing):
+        command.add_argument("--source", choices=SOURCES, default=None,
+                             help="official base images (needs a registry) or offline "
+                                  f"(Debian, PyPI, Go); default ${SOURCE_ENV} or auto")
     args = parser.parse_args(argv)
     try:
         if args.action == "list":
-            print("\n".join(describe()))
+            print("\n".join(describe(source=args.source)))
             return 0
         started = time.monotonic()
-        built = build_images(force=args.force, log=lambda line: print(line, flush=True))
+        built = build_images(force=args.force, log=lambda line: print(line, flush=True),
+                             source=args.source)
         print(f"{len(built)} image(s) built in {time.monotonic() - started:.1f} s")
         return 0
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-__all__ = ["build_images", "describe", "image_refs", "images_main", "recipes"]
+__all__ = ["build_images", "describe", "image_refs", "images_main", "recipes", "resolve_source"]

@@ -1,5 +1,10 @@
-"""Offline image builds: no registry is reachable here, so every image is made from
-Debian packages, PyPI and the Go module proxy.
+"""Image builds for the docker runtime, from one of two sources.
+
+``official`` (where the engine reaches a registry): the Dockerfiles in compose/images/ on
+top of official images (see :mod:`testbed.images.official`). ``offline`` (this project's
+machines reach no registry): every image made from Debian packages, PyPI and the Go
+module proxy, as below. ``auto`` (the default) takes the source already built, else
+official when a registry answers, else offline.
 
 - ``python-base``: a debootstrap (minbase) bookworm rootfs with python3 and a venv holding
   the services' dependencies from PyPI, imported with ``docker import``. Slow (about a
@@ -12,10 +17,11 @@ Debian packages, PyPI and the Go module proxy.
   and a code edit never rebuilds the broker.
 - ``toxiproxy``: FROM scratch around a static toxiproxy-server built with Go.
 
-Every image carries the labels ``testbed.image`` (its kind) and ``testbed.inputs`` (a hash
-of everything that went into it); it is tagged ``testbed/<kind>:<hash>`` and ``:latest``
-(the compose files use ``:latest``). A build happens only when no image carries the
-current hash, so builds are cached across runs and redone exactly when an input changes.
+Every image carries the labels ``testbed.image`` (its kind), ``testbed.source`` and
+``testbed.inputs`` (a hash of everything that went into it); it is tagged
+``testbed/<kind>:<hash>`` and ``:latest`` (the compose files use ``:latest``). A build
+happens only when no image carries the current hash, so builds are cached across runs and
+redone exactly when an input changes.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ MIRROR = os.environ.get("TESTBED_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 REPOSITORY = "testbed"
 LABEL_KIND = "testbed.image"
 LABEL_INPUTS = "testbed.inputs"
+LABEL_SOURCE = "testbed.source"
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the testbed package
 # What the services import from PyPI, pinned to the versions the controller runs with.
 SERVICE_DISTRIBUTIONS = ("pika", "requests", "waitress", "tenacity", "pybreaker")
@@ -60,34 +67,16 @@ VENV = "/opt/testbed/venv"
 SOURCE_DIR = "/opt/testbed/src"
 BUILD_TIMEOUT_S = 1200
 STALE_AFTER_S = 3600.0  # an older build is pruned only after this long
+FILES_DIR = Path(__file__).resolve().parent / "files"
+BROKER_COMMAND = "testbed-rabbitmq"  # files/testbed-rabbitmq, in /usr/local/bin
+# Every broker image links its RabbitMQ scripts here, wherever its base keeps them: the
+# runtime (rabbitmqctl) and the compose healthcheck call them by this one path.
+BROKER_SBIN = "/opt/testbed/rabbitmq/sbin"
+SOURCES = ("auto", "offline", "official")
+SOURCE_ENV = "TESTBED_IMAGE_SOURCE"
 PIP_PASSTHROUGH = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_DEFAULT_TIMEOUT", "HTTPS_PROXY",
                    "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
 
-RABBITMQ_ENTRYPOINT = """\
-#!/bin/sh
-# Write the broker's config from the environment, then become the broker (PID 2 under
-# docker-init). TESTBED_BROKER_USER/PASSWORD: a per-run user (guest is refused from any
-# non-loopback peer, and a published port is one).
-set -e
-mkdir -p /etc/rabbitmq
-cat > /etc/rabbitmq/rabbitmq.conf <<CONF
-listeners.tcp.default = 5672
-management.tcp.port = 15672
-default_user = ${TESTBED_BROKER_USER:-testbed}
-default_pass = ${TESTBED_BROKER_PASSWORD:-testbed}
-loopback_users = none
-collect_statistics_interval = 250
-log.console = true
-log.console.level = warning
-log.file = false
-CONF
-# Compose mounts the topology's vhost, user, exchanges and queues here; the controller
-# declares them through the management API instead.
-if [ -f /etc/testbed/definitions.json ]; then
-  echo "load_definitions = /etc/testbed/definitions.json" >> /etc/rabbitmq/rabbitmq.conf
-fi
-exec /usr/lib/rabbitmq/bin/rabbitmq-server
-"""
 
 
 def _sha(*parts: str) -> str:
@@ -125,9 +114,10 @@ def source_hash() -> str:
 
 @dataclass
 class Recipe:
-    """One image: its kind, the hash of its inputs, and how to build it."""
+    """One image: its kind, where it comes from, the hash of its inputs, how to build it."""
 
     kind: str
+    source: str  # offline | official
     inputs: str
     build: Callable[[docker.DockerClient, Recipe], None]
     depends: tuple[str, ...] = ()
@@ -147,21 +137,38 @@ class Recipe:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL_KIND: self.kind, LABEL_INPUTS: self.inputs}
+        return {LABEL_KIND: self.kind, LABEL_INPUTS: self.inputs, LABEL_SOURCE: self.source}
 
 
-def recipes() -> dict[str, Recipe]:
-    """Every image with the hash of its current inputs (cheap: hashes files, builds none)."""
+def broker_command_text() -> str:
+    return (FILES_DIR / BROKER_COMMAND).read_text()
+
+
+def recipes(source: str = "offline") -> dict[str, Recipe]:
+    """Every image of ``source`` with the hash of its current inputs (cheap: hashes files,
+    builds none). The runtime needs the kinds service, rabbitmq and toxiproxy."""
+    if source == "official":
+        from testbed.images import official
+
+        return {kind: Recipe(kind, "official",
+                             _sha(kind, RECIPE_VERSION, "official", *official.recipe_inputs(kind),
+                                  *(broker_command_text(),) if kind == "rabbitmq" else (),
+                                  *(source_hash(),) if kind == "service" else ()),
+                             _build_official)
+                for kind in official.KINDS}
+    if source != "offline":
+        raise ComponentError(f"unknown image source {source!r}: use one of {', '.join(SOURCES)}")
     base_inputs = _sha("python-base", RECIPE_VERSION, SUITE, MIRROR, *PYTHON_PACKAGES,
                        *service_requirements())
-    base = Recipe("python-base", base_inputs, _build_python_base)
-    service = Recipe("service", _sha("service", RECIPE_VERSION, base.inputs, source_hash()),
+    base = Recipe("python-base", "offline", base_inputs, _build_python_base)
+    service = Recipe("service", "offline",
+                     _sha("service", RECIPE_VERSION, base.inputs, source_hash()),
                      _build_service, depends=("python-base",))
-    rabbitmq = Recipe("rabbitmq", _sha("rabbitmq", RECIPE_VERSION, SUITE, MIRROR,
-                                       *RABBITMQ_PACKAGES, RABBITMQ_ENTRYPOINT),
-                      _build_rabbitmq)
-    toxiproxy = Recipe("toxiproxy", _sha("toxiproxy", RECIPE_VERSION, TOXIPROXY_MODULE),
-                       _build_toxiproxy)
+    rabbitmq = Recipe("rabbitmq", "offline",
+                      _sha("rabbitmq", RECIPE_VERSION, SUITE, MIRROR, *RABBITMQ_PACKAGES,
+                           broker_command_text(), BROKER_SBIN), _build_rabbitmq)
+    toxiproxy = Recipe("toxiproxy", "offline",
+                       _sha("toxiproxy", RECIPE_VERSION, TOXIPROXY_MODULE), _build_toxiproxy)
     return {r.kind: r for r in (base, service, rabbitmq, toxiproxy)}
 
 
@@ -174,10 +181,36 @@ def current(client: docker.DockerClient, recipe: Recipe) -> Image | None:
     return image if image.labels.get(LABEL_INPUTS) == recipe.inputs else None
 
 
-def image_refs(client: docker.DockerClient | None = None) -> dict[str, str]:
+def resolve_source(client: docker.DockerClient, requested: str | None = None) -> str:
+    """``offline`` or ``official``: as asked (argument, else $TESTBED_IMAGE_SOURCE); for
+    ``auto`` (the default), the source whose images are already built, else official when
+    the engine reaches a registry and offline when it does not (true on this project's
+    machines)."""
+    wanted = requested or os.environ.get(SOURCE_ENV) or "auto"
+    if wanted not in SOURCES:
+        raise ComponentError(f"unknown image source {wanted!r} (from --source or ${SOURCE_ENV})"
+                             f": use one of {', '.join(SOURCES)}")
+    if wanted != "auto":
+        return wanted
+    for source in ("official", "offline"):
+        with contextlib.suppress(ComponentError):
+            if all(current(client, r) is not None for r in recipes(source).values()):
+                return source
+    from testbed.images.official import registry_problem
+
+    with contextlib.suppress(ComponentError):  # no recipes outside a checkout: offline
+        if registry_problem(client) is None:
+            return "official"
+    return "offline"
+
+
+def image_refs(client: docker.DockerClient | None = None,
+               source: str | None = None) -> dict[str, str]:
     """kind -> image reference for the runtime, building whatever is missing or stale."""
-    build_images(client=client)
-    return {kind: r.ref for kind, r in recipes().items()}
+    client = client or engine()
+    source = resolve_source(client, source)
+    build_images(client=client, source=source)
+    return {kind: r.ref for kind, r in recipes(source).items()}
 
 
 @contextlib.contextmanager
@@ -193,14 +226,25 @@ def _build_lock() -> Iterator[None]:
 
 
 def build_images(force: bool = False, client: docker.DockerClient | None = None,
-                 log: Callable[[str], None] | None = None) -> list[str]:
+                 log: Callable[[str], None] | None = None,
+                 source: str | None = None) -> list[str]:
     """Build every image whose inputs changed (all of them with ``force``); returns the
     references of the images built now. Idempotent and safe to call from many processes."""
     say = log or (lambda _: None)
     client = client or engine()
+    source = resolve_source(client, source)
+    if source == "official":
+        from testbed.images.official import registry_problem
+
+        problem = registry_problem(client) if not all(
+            current(client, r) for r in recipes(source).values()) or force else None
+        if problem:
+            raise ComponentError(f"official images cannot be built: {problem}. Fix: build "
+                                 "them offline with `testbed images build --source offline` "
+                                 f"(or unset ${SOURCE_ENV})")
     built: list[str] = []
     with _build_lock():
-        plan = recipes()
+        plan = recipes(source)
         for kind, recipe in plan.items():
             if not force and current(client, recipe) is not None:
                 say(f"cached  {recipe.ref}")
@@ -228,7 +272,10 @@ def _prune_stale(client: docker.DockerClient, plan: dict[str, Recipe],
         created = datetime.fromisoformat(str(image.attrs.get("Created", ""))[:19] + "+00:00")
         if created.timestamp() > cutoff:
             continue
-        if kind in plan and image.labels.get(LABEL_INPUTS) != plan[kind].inputs:
+        recipe = plan.get(kind)
+        if recipe is None or image.labels.get(LABEL_SOURCE, "offline") != recipe.source:
+            continue  # another kind, or the other source's build: not ours to judge
+        if image.labels.get(LABEL_INPUTS) != recipe.inputs:
             try:
                 client.images.remove(image.id, noprune=False)
                 say(f"removed stale {kind} image {image.short_id}")
@@ -321,10 +368,13 @@ def host_ca_bundle() -> str:
     return "/etc/ssl/certs/ca-certificates.crt"
 
 
-def _docker_build(client: docker.DockerClient, context: Path, recipe: Recipe) -> None:
+def _docker_build(client: docker.DockerClient, context: Path, recipe: Recipe,
+                  dockerfile: str = "Dockerfile", offline: bool = True) -> None:
+    """``docker build``; an offline recipe gets no network at all (nothing may leak in)."""
     try:
-        client.images.build(path=str(context), tag=recipe.ref, labels=recipe.labels, rm=True,
-                            forcerm=True, pull=False, network_mode="none")
+        client.images.build(path=str(context), dockerfile=dockerfile, tag=recipe.ref,
+                            labels=recipe.labels, rm=True, forcerm=True, pull=not offline,
+                            **({"network_mode": "none"} if offline else {}))
     except (docker.errors.BuildError, docker.errors.APIError) as exc:
         log = ""
         if isinstance(exc, docker.errors.BuildError):
@@ -360,7 +410,7 @@ def _build_python_base(client: docker.DockerClient, recipe: Recipe) -> None:
 
 
 def _build_service(client: docker.DockerClient, recipe: Recipe) -> None:
-    base = recipes()["python-base"]
+    base = recipes("offline")["python-base"]
     with _workdir(recipe.kind) as work:
         shutil.copytree(SOURCE_ROOT, work / "testbed",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -379,9 +429,12 @@ def _build_rabbitmq(client: docker.DockerClient, recipe: Recipe) -> None:
         _debootstrap(root, RABBITMQ_PACKAGES, "debootstrap of the rabbitmq rootfs")
         (root / "etc/rabbitmq").mkdir(parents=True, exist_ok=True)
         (root / "etc/rabbitmq/enabled_plugins").write_text("[rabbitmq_management].\n")
-        entry = root / "usr/local/bin/testbed-rabbitmq"
-        entry.write_text(RABBITMQ_ENTRYPOINT)
+        entry = root / "usr/local/bin" / BROKER_COMMAND
+        shutil.copyfile(FILES_DIR / BROKER_COMMAND, entry)
         entry.chmod(0o755)
+        link = root / BROKER_SBIN.lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/usr/lib/rabbitmq/bin")
         _slim(root)
         _import_rootfs(client, root, recipe, [
             "ENV HOME=/var/lib/rabbitmq",
@@ -390,7 +443,7 @@ def _build_rabbitmq(client: docker.DockerClient, recipe: Recipe) -> None:
             "ENV NOTIFY_SOCKET=/run/no-systemd.sock",
             "ENV LANG=C.UTF-8",
             "EXPOSE 5672 15672",
-            'CMD ["/usr/local/bin/testbed-rabbitmq"]',
+            f'CMD ["/usr/local/bin/{BROKER_COMMAND}"]',
         ])
 
 
@@ -414,11 +467,20 @@ def _build_toxiproxy(client: docker.DockerClient, recipe: Recipe) -> None:
         _docker_build(client, work, recipe)
 
 
-def describe(client: docker.DockerClient | None = None) -> list[str]:
+def _build_official(client: docker.DockerClient, recipe: Recipe) -> None:
+    from testbed.images.official import build_context
+
+    with _workdir(recipe.kind) as work:
+        dockerfile = build_context(work, recipe.kind)
+        _docker_build(client, work, recipe, dockerfile=dockerfile, offline=False)
+
+
+def describe(client: docker.DockerClient | None = None, source: str | None = None) -> list[str]:
     """One line per image: kind, reference, and whether it is built (for doctor/CLI)."""
     client = client or engine()
-    lines = []
-    for recipe in recipes().values():
+    source = resolve_source(client, source)
+    lines = [f"image source: {source}"]
+    for recipe in recipes(source).values():
         image = current(client, recipe)
         state = f"built {image.attrs.get('Size', 0) / 1e6:.0f} MB" if image else "NOT BUILT"
         lines.append(f"{recipe.kind:12} {recipe.ref:40} {state}")

@@ -51,7 +51,12 @@ def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
     return predicate()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the integration tests; under another runtime than local, skip the ones about
+    the local runtime itself (the rest run through ``deploy`` on the runtime chosen)."""
+    runtime = config.getoption("--runtime")
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if runtime != "local" and item.get_closest_marker("local_only"):
+            item.add_marker(pytest.mark.skip(reason=f"about the local runtime, not {runtime}"))

@@ -17,6 +17,8 @@ from testbed.topology import Knobs, async_pipeline, sync_chain
 
 from .conftest import leftovers
 
+pytestmark = pytest.mark.local_only
+
 
 def test_missing_toxiproxy_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESTBED_TOXIPROXY_SERVER", "/nonexistent/toxiproxy-server")

@@ -11,10 +11,13 @@ import time
 from collections.abc import Iterator
 
 import psutil
+import pytest
 
 from testbed.runs import tagged_processes
 
 from .conftest import leftovers, process_names, wait_until_gone
+
+pytestmark = pytest.mark.local_only
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ from testbed.components.docker_engine import ensure_engine
 from testbed.errors import ComponentError, StartupError
 from testbed.faults import Timeline, injected, make_fault
 from testbed.faults.broker import ready_count
+from testbed.images import build_images, resolve_source
+from testbed.images.official import base_images, registry_problem
 from testbed.runtime import Deployment, get_runtime
 from testbed.runtime.docker import (
     LABEL_RUN,
@@ -290,6 +292,22 @@ def test_gc_removes_what_a_sigkilled_controller_left(client: docker.DockerClient
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 SHAPES = {"sync": lambda: [sync_chain()], "async": lambda: [async_pipeline()],
           "paired": lambda: list(paired())}
+
+
+def test_official_images_are_refused_without_a_registry_and_nothing_is_built(
+        client: docker.DockerClient) -> None:
+    """Here no registry answers: `--source official` names why and the fix, builds nothing,
+    and `auto` takes the offline images."""
+    problem = registry_problem(client)
+    if problem is None:
+        pytest.skip("a registry answers on this machine: the official build applies")
+    assert base_images()["service"] in problem
+    official = {"label": "testbed.source=official"}
+    before = {image.id for image in client.images.list(filters=official)}
+    with pytest.raises(ComponentError, match=r"official images cannot be built.*--source offline"):
+        build_images(client=client, source="official")
+    assert {image.id for image in client.images.list(filters=official)} == before
+    assert resolve_source(client, "auto") == "offline"
 
 
 def test_compose_files_are_what_the_generator_writes(tmp_path: Path) -> None:

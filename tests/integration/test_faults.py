@@ -181,6 +181,7 @@ def test_stopping_a_schedule_early_removes_what_is_active(chain: Deployment) -> 
     assert no_toxics_left(chain)
 
 
+@pytest.mark.local_only
 def test_a_fault_that_cannot_be_removed_is_reported_loudly() -> None:
     """Toxiproxy dies while a toxic is on: removal fails and says so, it is not swallowed."""
     timeline = Timeline()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.local_only
+
 pytest_plugins = ["pytester"]
 
 

@@ -22,6 +22,8 @@ from testbed.report.verdicts import save_verdicts
 from testbed.runtime import Deployment
 from testbed.topology import Knobs, async_pipeline, sync_chain
 
+pytestmark = pytest.mark.local_only
+
 Deploy = Callable[..., Deployment]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--hide-scrollbars"]

@@ -18,6 +18,7 @@ from testbed.components.rabbitmq import BrokerAddress, RabbitAdmin
 from testbed.components.readiness import http_ok
 from testbed.components.toxiproxy import ProxyInfo, ToxiproxyClient
 from testbed.errors import BrokerError, ComponentError, StartupError
+from testbed.images.build import BROKER_SBIN
 
 LABEL_RUN = "testbed.run"
 LABEL_CONTROLLER = "testbed.controller"  # "<pid>:<process start time>"
@@ -229,7 +230,7 @@ class ContainerBroker:
     def ctl(self, *args: str) -> str:
         """rabbitmqctl inside the container (root, with the broker's HOME and cookie)."""
         result = docker_call(f"rabbitmqctl {' '.join(args)}", lambda: self.container.exec_run(
-            ["/usr/lib/rabbitmq/bin/rabbitmqctl", *args]))
+            [f"{BROKER_SBIN}/rabbitmqctl", *args]))
         output = bytes(result.output or b"").decode(errors="replace")
         if result.exit_code != 0:
             raise BrokerError(f"rabbitmqctl {' '.join(args)} exited {result.exit_code} in "

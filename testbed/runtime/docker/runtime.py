@@ -115,14 +115,15 @@ class DockerRuntime(RunLifecycle):
             self._images = image_refs(client)
             self.timings["images_s"] = time.monotonic() - started
         else:
-            from testbed.images import recipes
+            from testbed.images import recipes, resolve_source
             from testbed.images.build import current
 
-            missing = [r.ref for r in recipes().values() if current(client, r) is None]
+            plan = recipes(resolve_source(client))
+            missing = [r.ref for r in plan.values() if current(client, r) is None]
             if missing:
                 raise ComponentError(f"images missing: {', '.join(missing)}. Fix: run "
                                      "`testbed images build`")
-            self._images = {kind: r.ref for kind, r in recipes().items()}
+            self._images = {kind: r.ref for kind, r in plan.items()}
         self._client = client
 
     def _spawn_watchdog(self, log_path: Path) -> subprocess.Popen[bytes]:
