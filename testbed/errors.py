@@ -86,3 +86,16 @@ class PortInUseError(TestbedError):
 
 class StateError(TestbedError):
     """An object was used in a lifecycle state that does not allow the call."""
+
+
+class ExperimentAborted(TestbedError):
+    """The testbed itself failed mid-experiment (its broker or Toxiproxy died): what was
+    measured says nothing about the system under test, so the run has no verdict."""
+
+    def __init__(self, problem: str, when: str) -> None:
+        self.problem = problem
+        self.when = when
+        super().__init__(f"experiment ABORTED {when}: {problem}. The testbed failed, not the "
+                         "system under test: no verdict. Fix: read why it died in its log "
+                         "(local runtime: logs/ in the run directory under $TMPDIR/testbed-"
+                         "state; docker: `docker logs`), then run again")

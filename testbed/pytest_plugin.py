@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testbed.analysis import Hypotheses
+from testbed.errors import ExperimentAborted
 from testbed.faults import Planned
 from testbed.load import LoadProfile
 from testbed.observe import RunResult, run_trial
@@ -27,6 +28,7 @@ from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
 from testbed.topology import Topology
 
 _OUTCOMES = pytest.StashKey[dict[str, str]]()
+ABORTED = "testbed_aborted"  # user property carrying an aborted test's reason to the controller
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,17 +67,33 @@ def record_verdicts(hypotheses: Hypotheses) -> None:
     save_verdicts(_report_dir(_CONFIG[0]), test, hypotheses)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Mark a test whose testbed failed under it (ExperimentAborted) as aborted, so the
+    summary and junit say "no verdict" instead of counting it as a failed hypothesis."""
+    report: pytest.TestReport = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(ExperimentAborted):
+        report.user_properties.append((ABORTED, str(call.excinfo.value)))
+    return report
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if _CONFIG and (report.when == "call" or report.outcome != "passed"):
-        _CONFIG[0].stash[_OUTCOMES][report.nodeid] = report.outcome
+        aborted = dict(report.user_properties).get(ABORTED)
+        _CONFIG[0].stash[_OUTCOMES][report.nodeid] = (f"aborted: {aborted}" if aborted
+                                                      else report.outcome)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write the reports (and a history entry) when any test recorded verdicts."""
     config = session.config
     report_dir = _report_dir(config)
-    if not _controller(config) or not (report_dir / VERDICTS_DIR).exists():
+    aborted = any(o.startswith("aborted") for o in config.stash[_OUTCOMES].values())
+    if not _controller(config) or not ((report_dir / VERDICTS_DIR).exists() or aborted):
         return
+    report_dir.mkdir(parents=True, exist_ok=True)
     save_outcomes(report_dir, config.stash[_OUTCOMES])
     written = write_reports(report_dir, record_history=True)
     reporter = config.pluginmanager.get_plugin("terminalreporter")

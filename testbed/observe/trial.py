@@ -16,6 +16,7 @@ from testbed.faults import FaultError, Planned, Schedule, Timeline
 from testbed.faults.broker import ready_count
 from testbed.load import LoadGenerator, LoadProfile
 from testbed.observe.dead_letters import dead_letters
+from testbed.observe.health import GRACE_S, infrastructure_problem, require_infrastructure
 from testbed.observe.result import RunResult, events_frame, ledgers_frame
 from testbed.observe.sampler import Sampler
 from testbed.runtime.base import Deployment, retry_queue
@@ -44,13 +45,22 @@ def queues_drained(deployment: Deployment) -> bool:
 
 def wait_until_drained(deployment: Deployment, timeout_s: float, period_s: float) -> bool:
     """Poll until the queues are drained and stay so for SETTLE_S (a stale zero from
-    the management API cannot end the wait early); False at the deadline."""
+    the management API cannot end the wait early); False at the deadline. A broker or
+    Toxiproxy that dies meanwhile aborts the wait (ExperimentAborted) within seconds."""
     deadline = time.monotonic() + timeout_s
     settled_since: float | None = None
+    down_since: float | None = None
     while True:
         now = time.monotonic()
         if not queues_drained(deployment):
             settled_since = None
+            if infrastructure_problem(deployment) is None:
+                down_since = None
+            elif down_since is None:
+                down_since = now
+            elif now - down_since >= GRACE_S:
+                require_infrastructure(deployment, "while waiting for the queues to drain",
+                                       grace_s=0.0)
         elif settled_since is None:
             settled_since = now
         elif now - settled_since >= SETTLE_S:
@@ -81,7 +91,14 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
             schedule.wait(timeout=max(0.0, generator.start_time + _plan_end(plan)
                                       - time.monotonic()) + 30)
         finally:
-            schedule.stop()
+            try:
+                schedule.stop()
+            except FaultError:
+                # A fault that cannot be removed because Toxiproxy or the broker died is
+                # the testbed's failure: say so, rather than the removal's symptom.
+                require_infrastructure(deployment, "while removing the faults")
+                raise
+        require_infrastructure(deployment, "after the faults were removed")
         drained = wait_until_drained(deployment, drain_timeout_s, period_s)
         time.sleep(tail_s)  # a little steady state after recovery, for the baseline
     finally:

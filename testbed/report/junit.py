@@ -14,8 +14,9 @@ JUNIT_FILE = "junit.xml"
 def junit_xml(verdicts: pd.DataFrame, outcomes: dict[str, str]) -> str:
     tests = sorted(set(outcomes) | set(verdicts["test"]))
     failures = sum(1 for t in tests if outcomes.get(t, "passed") == "failed")
+    errors = sum(1 for t in tests if outcomes.get(t, "").startswith("aborted"))
     suite = ET.Element("testsuite", name="testbed experiments", tests=str(len(tests)),
-                       failures=str(failures), errors="0", skipped=str(
+                       failures=str(failures), errors=str(errors), skipped=str(
                            sum(1 for t in tests if outcomes.get(t) == "skipped")))
     for test in tests:
         module, _, name = test.partition("::")
@@ -38,6 +39,9 @@ def junit_xml(verdicts: pd.DataFrame, outcomes: dict[str, str]) -> str:
             ET.SubElement(case, "failure", message=message[:2000])
         elif outcome == "skipped":
             ET.SubElement(case, "skipped")
+        elif outcome.startswith("aborted"):  # the testbed failed: an error, not a verdict
+            ET.SubElement(case, "error", type="ExperimentAborted",
+                          message=outcome.removeprefix("aborted: ")[:2000])
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 

@@ -72,9 +72,12 @@ def write_reports(report_dir: Path, record_history: bool = False) -> SuiteReport
     summary = report_dir / SUMMARY_FILE
     summary.write_text(suite_summary(verdicts, outcomes, links))
     held = int(verdicts["passed"].sum()) if len(verdicts) else 0
+    aborted = sum(1 for outcome in outcomes.values() if outcome.startswith("aborted"))
     index = report_dir / INDEX_HTML
     index.write_text(_ENV.get_template("suite.html.j2").render(
         headline=f"{held} of {len(verdicts)} hypotheses hold across {len(reports)} "
-                 "experiments.", reports=reports, regressions=regressions))
+                 "experiments." + (f" {aborted} test(s) ABORTED (the testbed failed; no "
+                                   "verdict, see summary.md)." if aborted else ""),
+        reports=reports, regressions=regressions))
     junit = write_junit(report_dir, verdicts, outcomes)
     return SuiteReport(index, summary, junit, reports, regressions)

@@ -59,12 +59,18 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
     """Markdown: one section per experiment module, each hypothesis with predicted vs
     measured and its verdict; ``outcomes`` (test id -> passed/failed) adds test results,
     ``links`` (module name -> its incident report) links each section to its report."""
+    aborted = {t: o.removeprefix("aborted: ") for t, o in (outcomes or {}).items()
+               if o.startswith("aborted")}
+    lines = ["# Experiment suite", ""]
+    if aborted:
+        lines += [f"**{len(aborted)} test(s) ABORTED**: the testbed failed under them, so "
+                  "they have no verdict.", ""]
+        lines += [f"- `{test}`: {reason}" for test, reason in sorted(aborted.items())] + [""]
     if verdicts.empty:
-        return "# Experiment suite\n\nNo verdicts were recorded.\n"
+        return "\n".join([*lines, "No verdicts were recorded.", ""])
     held = int(verdicts["passed"].sum())
-    lines = ["# Experiment suite", "",
-             f"{held} of {len(verdicts)} hypotheses hold"
-             f" across {verdicts['test'].nunique()} tests.", ""]
+    lines += [f"{held} of {len(verdicts)} hypotheses hold"
+              f" across {verdicts['test'].nunique()} tests.", ""]
     modules = verdicts["test"].str.split("::").str[0]
     for module, group in verdicts.groupby(modules, sort=True):
         stem = Path(str(module)).stem
@@ -80,9 +86,12 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
                              f"{_number(row.measured)} | {verdict} |")
             lines.append("")
     if outcomes:
-        failed = sorted(t for t, outcome in outcomes.items() if outcome != "passed")
-        lines += ["## Tests", "", f"{len(outcomes) - len(failed)} of {len(outcomes)} "
-                  "passed." + ("" if not failed else " Failed: " + ", ".join(failed)), ""]
+        failed = sorted(t for t, outcome in outcomes.items()
+                        if outcome != "passed" and t not in aborted)
+        lines += ["## Tests", "", f"{len(outcomes) - len(failed) - len(aborted)} of "
+                  f"{len(outcomes)} passed." + ("" if not failed else " Failed: "
+                                                + ", ".join(failed))
+                  + ("" if not aborted else " Aborted: " + ", ".join(sorted(aborted))), ""]
     return "\n".join(lines)
 
 

@@ -78,6 +78,12 @@ class LocalService:
         self.process.resume()
 
 
+def _delete_proxy(server: ToxiproxyServer, name: str) -> None:
+    """Remove a deployment's proxy, unless the server died (its proxies died with it)."""
+    if server.process.running():
+        server.client.delete_proxy(name)
+
+
 class LocalRuntime(RunLifecycle):
     """Runs topologies as local processes, with real Toxiproxy and RabbitMQ."""
 
@@ -170,7 +176,7 @@ class LocalRuntime(RunLifecycle):
             proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
             info = toxiproxy.client.create_proxy(proxy_name, allocate_port(self.run_id),
                                                  upstream)
-            undo.push(functools.partial(toxiproxy.client.delete_proxy, proxy_name))
+            undo.push(functools.partial(_delete_proxy, toxiproxy, proxy_name))
             proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
 
         services_dir = run_dir / deployment_id
@@ -210,7 +216,8 @@ class LocalRuntime(RunLifecycle):
         admin = node.admin
         vhost = f"{self.run_id}.{deployment_id}"
         admin.create_vhost(vhost)
-        undo.push(lambda: admin.delete_vhost(vhost))
+        # A broker that died takes its vhosts with it (the run's data dir goes at close).
+        undo.push(lambda: admin.delete_vhost(vhost) if node.running() else None)
         exchange = topology.broker.exchange
         dead_letters = dead_letter_exchange(exchange)
         admin.declare_exchange(vhost, exchange)
