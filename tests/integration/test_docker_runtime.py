@@ -71,7 +71,8 @@ def runtime(client: docker.DockerClient) -> Iterator[DockerRuntime]:
 def labelled(client: docker.DockerClient, run_id: str) -> list[str]:
     """Every container, network and volume of a run that still exists."""
     selector = {"label": f"{LABEL_RUN}={run_id}"}
-    return ([f"container {c.name}" for c in client.containers.list(all=True, filters=selector)]
+    return ([f"container {c.name}" for c in client.containers.list(
+                all=True, filters=selector, ignore_removed=True)]
             + [f"network {n.name}" for n in client.networks.list(filters=selector)]
             + [f"volume {v.name}" for v in client.volumes.list(filters=selector)])
 

@@ -15,7 +15,7 @@ import docker.errors
 from testbed.components.docker_engine import engine
 from testbed.errors import ComponentError
 from testbed.runs import RUN_ID_ENV
-from testbed.runtime.docker.containers import LABEL_CONTROLLER, LABEL_RUN
+from testbed.runtime.docker.containers import LABEL_CONTROLLER, LABEL_RUN, remove_containers
 from testbed.runtime.docker.plan import controller_alive
 
 # -- cleanup: the run's own teardown, its watchdog, and `testbed gc` ----------------------
@@ -26,11 +26,10 @@ def remove_run_objects(client: docker.DockerClient, run_id: str | None = None,
     with ``run_id`` (any run when None) and accepted by ``only``; returns what it removed."""
     selector = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": selector}):
-        if only is None or only(container.labels):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-                removed.append(f"container {container.name}")
+    chosen = [c for c in client.containers.list(all=True, filters={"label": selector},
+                                                ignore_removed=True)
+              if only is None or only(c.labels)]
+    removed += [f"container {name}" for name in remove_containers(chosen)]
     for network in client.networks.list(filters={"label": selector}):
         if only is None or only(network.attrs.get("Labels") or {}):
             with contextlib.suppress(docker.errors.NotFound):

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import io
 import tarfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -35,6 +37,7 @@ SERVICE_READY_TIMEOUT_S = 30.0
 BROKER_READY_TIMEOUT_S = 90.0
 TOXIPROXY_READY_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 30
+PARALLEL_CALLS = 8  # engine calls in flight at once for one deployment
 
 
 # -- container helpers -----------------------------------------------------------------
@@ -81,6 +84,38 @@ def wait_ready(container: Container, check: Callable[[], bool], what: str,
             raise StartupError(what, f"no answer within {timeout:.0f} s from container "
                                f"{container.name}", log_tail(container))
         time.sleep(0.05)
+
+
+class ContainerSet:
+    """A deployment's containers, removed together and in parallel: one forced removal
+    takes ~0.3 s, so a paired topology's eleven one after another took ~3 s."""
+
+    def __init__(self) -> None:
+        self._containers: list[Container] = []
+        self._lock = threading.Lock()
+
+    def add(self, container: Container) -> None:
+        with self._lock:  # containers are created from several threads
+            self._containers.append(container)
+
+    def remove_all(self) -> None:
+        with self._lock:
+            containers, self._containers = self._containers, []
+        remove_containers(containers)
+
+
+def remove_containers(containers: list[Container]) -> list[str]:
+    """Force-remove containers (and their anonymous volumes) in parallel; returns the
+    names of those removed (one already gone is not an error)."""
+    def remove(container: Container) -> str | None:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+            return str(container.name)
+        return None
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
+        futures = [pool.submit(remove, c) for c in containers]
+        return [name for name in (f.result() for f in futures) if name]
 
 
 def tar_one(path: str, data: bytes) -> bytes:

@@ -29,14 +29,12 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-from docker.models.containers import Container
 from docker.models.networks import Network
 
 from testbed.components.docker_engine import engine
@@ -58,11 +56,13 @@ from testbed.runtime.docker.containers import (
     LABEL_RUN,
     LABEL_SERVICE,
     MANAGEMENT_PORT,
+    PARALLEL_CALLS,
     SERVICE_CONFIG_PATH,
     SERVICE_PORT,
     TOXIPROXY_API_PORT,
     TOXIPROXY_READY_TIMEOUT_S,
     ContainerBroker,
+    ContainerSet,
     DockerService,
     DockerToxiproxyClient,
     docker_call,
@@ -196,31 +196,37 @@ class DockerRuntime(RunLifecycle):
         network = docker_call(f"create network {prefix}", lambda: client.networks.create(
             prefix, driver="bridge", labels=self.labels("network", deployment_id)))
         undo.push(network.remove)
+        containers = ContainerSet()
+        undo.push(containers.remove_all)  # before the network goes (the stack runs backwards)
 
         access = self._setup_broker(topology, deployment_id, network, undo)
-
-        toxiproxy: DockerToxiproxyClient | None = None
-        proxies: dict[str, ProxyEndpoint] = {}
+        broker_creds = ((access.vhost, access.address.user, access.address.password)
+                        if access else None)
         proxy_ports = {link.name: allocate_port(self.run_id) for link in topology.proxied_links}
-        if topology.proxied_links:
-            toxiproxy = self._start_toxiproxy(prefix, deployment_id, network, proxy_ports,
-                                              undo)
+        # Each engine call takes tens of milliseconds: create Toxiproxy and every service
+        # container at once, then the proxies, then start the services together (a consumer
+        # connects through its proxy as it starts, so the proxies exist first).
+        with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
+            toxiproxy_started = (pool.submit(self._start_toxiproxy, prefix, deployment_id,
+                                             network, proxy_ports, containers)
+                                 if topology.proxied_links else None)
+            created = {spec.name: pool.submit(
+                self._create_service, prefix, deployment_id, spec.name,
+                service_config(topology, spec.name, proxy_ports, broker_creds), network,
+                host_ports[spec.name], containers) for spec in topology.services}
+            toxiproxy = toxiproxy_started.result() if toxiproxy_started else None
+            services = {name: future.result() for name, future in created.items()}
+        proxies: dict[str, ProxyEndpoint] = {}
+        if toxiproxy is not None:
             for link in topology.proxied_links:
                 upstream = proxy_upstream(topology, link.name)
                 proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
                 info = toxiproxy.create_proxy(proxy_name, proxy_ports[link.name], upstream)
                 proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
-
-        services: dict[str, DockerService] = {}
-        broker_creds = ((access.vhost, access.address.user, access.address.password)
-                        if access else None)
-        for spec in topology.services:
-            config = service_config(topology, spec.name, proxy_ports, broker_creds)
-            services[spec.name] = self._create_service(prefix, deployment_id, spec.name, config,
-                                                       network, host_ports[spec.name], undo)
-        for service in services.values():
-            docker_call(f"start of {service.container.name}", service.container.start)
-        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
+            for future in [pool.submit(docker_call, f"start of {s.container.name}",
+                                       s.container.start) for s in services.values()]:
+                future.result()
             for future in [pool.submit(s.wait_ready) for s in services.values()]:
                 future.result()
         self.timings[f"deploy_{deployment_id}_s"] = time.monotonic() - started
@@ -236,15 +242,9 @@ class DockerRuntime(RunLifecycle):
         return Deployment(deployment_id, topology, self.name, dict(services), proxies, access,
                           toxiproxy, teardown)
 
-    def _remover(self, container: Container) -> Callable[[], None]:
-        def remove() -> None:
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-        return remove
-
     def _create_service(self, prefix: str, deployment_id: str, name: str,
                         config: ServiceConfig, network: Network, host_port: int,
-                        undo: Undo) -> DockerService:
+                        containers: ContainerSet) -> DockerService:
         client = self.client
         container = docker_call(f"create container {prefix}-{name}", lambda: (
             client.containers.create(
@@ -253,7 +253,7 @@ class DockerRuntime(RunLifecycle):
                 network=network.name, networking_config=self._aliases(network, name),
                 ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", host_port)},
                 stop_signal="SIGTERM", **resource_limits(config.knobs))))
-        undo.push(self._remover(container))
+        containers.add(container)
         archive = tar_one(SERVICE_CONFIG_PATH, config.to_json().encode())
         docker_call(f"copy config into {container.name}",
                      lambda: container.put_archive("/", archive))
@@ -264,7 +264,8 @@ class DockerRuntime(RunLifecycle):
         return {str(network.name): self.client.api.create_endpoint_config(aliases=[alias])}
 
     def _start_toxiproxy(self, prefix: str, deployment_id: str, network: Network,
-                         proxy_ports: dict[str, int], undo: Undo) -> DockerToxiproxyClient:
+                         proxy_ports: dict[str, int],
+                         containers: ContainerSet) -> DockerToxiproxyClient:
         client = self.client
         api_port = allocate_port(self.run_id)
         ports: dict[str, Any] = {f"{TOXIPROXY_API_PORT}/tcp": ("127.0.0.1", api_port)}
@@ -275,7 +276,7 @@ class DockerRuntime(RunLifecycle):
                 self._images["toxiproxy"], name=f"{prefix}-toxiproxy", hostname="toxiproxy",
                 labels=self.labels("toxiproxy", deployment_id), network=network.name,
                 networking_config=self._aliases(network, "toxiproxy"), ports=ports)))
-        undo.push(self._remover(container))
+        containers.add(container)
         docker_call(f"start of {container.name}", container.start)
         proxy = DockerToxiproxyClient("127.0.0.1", api_port)
         seconds = wait_ready(container, lambda: http_ok(f"{proxy.url}/version"),
