@@ -57,10 +57,10 @@ unit: $(STAMP)
 
 check: lint unit
 
-bench: setup
-	$(BIN)/python benchmarks/bench_topology.py
-	$(BIN)/python benchmarks/bench_toxiproxy.py
-	$(BIN)/python benchmarks/bench_load.py
+# Every benchmark, one table with same-run baselines and ratios, into benchmarks/RESULTS.md
+# (about 12 minutes; needs the docker images, which `make docker` builds).
+bench: setup docker
+	$(BIN)/python benchmarks/run_all.py
 
 gc: $(STAMP)
 	$(BIN)/testbed gc

@@ -15,6 +15,8 @@ import argparse
 import statistics
 import time
 
+from figures import Figure
+
 from testbed.runtime import get_runtime
 from testbed.topology import paired
 
@@ -53,26 +55,47 @@ def table(name: str, rounds: list[Round]) -> dict[str, float]:
     return median
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runtime", choices=["local", "docker", "both"], default="local")
-    args = parser.parse_args()
-    names = ["local", "docker"] if args.runtime == "both" else [args.runtime]
+def measure(repeat: int = 3, runtime: str = "both") -> list[Figure]:
+    """Print the rounds and medians; return the figures for the summary table."""
+    names = ["local", "docker"] if runtime == "both" else [runtime]
     if "docker" in names:  # images built (or found cached) before anything is timed
         from testbed.images import build_images
 
         build_images()
     rounds: dict[str, list[Round]] = {name: [] for name in names}
-    for _ in range(args.repeat):  # interleaved: the machine's noise hits both alike
+    for _ in range(repeat):  # interleaved: the machine's noise hits both alike
         for name in names:
             rounds[name].append(one_round(name))
     medians = {name: table(name, found) for name, found in rounds.items()}
+    figures = []
+    if "local" in medians:
+        local = medians["local"]
+        figures += [
+            Figure("topology", "paired up, local (runtime open + broker boot + deploy)",
+                   local["up_total_s"], "s", "RabbitMQ boot alone", local["broker_boot_s"],
+                   "the broker's own boot is the floor"),
+            Figure("topology", "paired down, local", local["down_s"], "s",
+                   "paired up, local", local["up_total_s"], "teardown / bring-up")]
     if len(medians) == 2:
         print("\ndocker / local (medians, same run):")
         for key in ("up_total_s", "broker_boot_s", "up_rest_s", "down_s"):
-            local, docker = medians["local"][key], medians["docker"][key]
-            print(f"  {key:14} {docker:7.2f} s / {local:7.2f} s = {docker / local:5.2f}x")
+            local_s, docker_s = medians["local"][key], medians["docker"][key]
+            print(f"  {key:14} {docker_s:7.2f} s / {local_s:7.2f} s = {docker_s / local_s:5.2f}x")
+        figures += [
+            Figure("topology", f"paired {label}, docker (cached images)",
+                   medians["docker"][key], "s", f"paired {label}, local",
+                   medians["local"][key], "containers / processes")
+            for label, key in (("up", "up_total_s"), ("up minus broker boot", "up_rest_s"),
+                               ("down", "down_s"))]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--runtime", choices=["local", "docker", "both"], default="local")
+    args = parser.parse_args()
+    measure(args.repeat, args.runtime)
 
 
 if __name__ == "__main__":

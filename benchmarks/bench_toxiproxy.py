@@ -15,6 +15,7 @@ import statistics
 import time
 
 import requests
+from figures import Figure
 
 from testbed.faults import injected, make_fault
 from testbed.runtime.local import LocalRuntime
@@ -32,10 +33,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    args = parser.parse_args()
+def measure(requests_per_path: int = 2000) -> list[Figure]:
+    """Print the details; return the figures for the summary table."""
+    figures = []
     with LocalRuntime() as runtime:
         deployment = runtime.deploy(sync_chain(1))
         direct_url = deployment.url("orders") + "/health"
@@ -46,10 +46,10 @@ def main() -> None:
             timed_get(direct, direct_url)
             timed_get(proxied, proxied_url)
         d, p = [], []
-        for _ in range(args.requests):
+        for _ in range(requests_per_path):
             d.append(timed_get(direct, direct_url))
             p.append(timed_get(proxied, proxied_url))
-        print(f"Toxiproxy hop overhead, {args.requests} interleaved GETs each (ms)")
+        print(f"Toxiproxy hop overhead, {requests_per_path} interleaved GETs each (ms)")
         print(f"{'path':10}{'p50':>9}{'p99':>9}")
         for name, values in (("direct", d), ("proxied", p)):
             print(f"{name:10}{percentile(values, .5) * 1e3:9.3f}"
@@ -58,6 +58,9 @@ def main() -> None:
             extra = (percentile(p, q) - percentile(d, q)) * 1e3
             print(f"p{int(q * 100)}: proxied/direct = {percentile(p, q) / percentile(d, q):.2f}x "
                   f"(+{extra:.3f} ms per hop)")
+            figures.append(Figure("toxiproxy", f"GET through one proxy hop, p{int(q * 100)}",
+                                  percentile(p, q) * 1e3, "ms", "the same GET direct",
+                                  percentile(d, q) * 1e3, f"{extra:+.2f} ms per hop"))
         print("\ninjected latency accuracy: measured - injected (ms), fresh session per level")
         print(f"{'injected':>9}{'n':>5}{'p50':>9}{'max':>9}")
         for latency_ms, count in ((50, 40), (200, 20), (1000, 8)):
@@ -67,6 +70,17 @@ def main() -> None:
                 errors = [timed_get(session, proxied_url) * 1e3 - latency_ms
                           for _ in range(count)]
             print(f"{latency_ms:9d}{count:5d}{statistics.median(errors):9.2f}{max(errors):9.2f}")
+            figures.append(Figure("toxiproxy", f"latency toxic {latency_ms} ms: measured p50",
+                                  latency_ms + statistics.median(errors), "ms",
+                                  "latency injected", latency_ms,
+                                  f"max +{max(errors):.1f} ms over"))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    measure(parser.parse_args().requests)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""`make bench`: every benchmark in one run, one table of figures with their same-run
+baselines and ratios, written to benchmarks/RESULTS.md with the machine and date.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--skip-docker] [--skip-suite]
+
+--quick shortens each benchmark (fewer rounds and requests) for a smoke run; the figures
+in RESULTS.md come from a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import bench_load
+import bench_suite
+import bench_topology
+import bench_toxiproxy
+from figures import Figure, text_table, write_results
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    parser.add_argument("--skip-docker", action="store_true", help="local runtime only")
+    parser.add_argument("--skip-suite", action="store_true",
+                        help="leave out the flagship suite runs (about 6 minutes)")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    started = time.monotonic()
+    figures: list[Figure] = []
+    sections = [
+        ("paired topology up and down", lambda: bench_topology.measure(
+            repeat=1 if args.quick else 3, runtime="local" if args.skip_docker else "both")),
+        ("Toxiproxy overhead and latency accuracy", lambda: bench_toxiproxy.measure(
+            200 if args.quick else 2000)),
+        ("load generator", bench_load.measure),
+    ]
+    if not args.skip_suite:
+        sections.append(("flagship suite and controller memory", bench_suite.measure))
+    for title, run in sections:
+        print(f"\n=== {title} ===", flush=True)
+        figures += run()
+    seconds = time.monotonic() - started
+    print("\n" + text_table(figures))
+    command = " ".join(["benchmarks/run_all.py", *sys.argv[1:]])
+    write_results(args.results, figures, command, seconds)
+    print(f"\nwritten: {args.results} ({seconds / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
