@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup browser docker demo catalog test test-docker check lint unit bench gc clean
+.PHONY: setup browser docker demo catalog test test-docker soak check lint unit bench gc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,7 @@ test: setup browser docker lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests
 	$(BIN)/pytest $(PYTEST_ARGS) experiments
 	$(MAKE) --no-print-directory test-docker
+	$(BIN)/testbed gc --check
 
 # The integration tests through the docker runtime (the ones about the local runtime
 # skip; the docker runtime's own tests ran above), then the flagship experiments in
@@ -47,6 +48,16 @@ test: setup browser docker lint
 test-docker: setup docker
 	$(BIN)/pytest $(PYTEST_ARGS) --runtime docker -m "not docker" tests/integration
 	$(BIN)/testbed run --runtime docker --report-dir reports/docker
+
+# Hardening, not part of `make test` (about 30 minutes): the integration tests with four
+# workers, ten times over; then nothing may be left for `testbed gc` to collect.
+SOAK_ROUNDS ?= 10
+soak: setup docker
+	@for round in $$(seq $(SOAK_ROUNDS)); do \
+		echo "soak round $$round of $(SOAK_ROUNDS)"; \
+		$(BIN)/pytest -n 4 -q -p no:cacheprovider tests/integration || exit 1; \
+	done
+	$(BIN)/testbed gc --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check testbed tests benchmarks experiments

@@ -211,7 +211,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"killed process {process}")
     if report.ports:
         print(f"released {len(report.ports)} port reservation(s)")
-    return 0
+    return 1 if args.check and not (report.empty() and not docker_objects) else 0
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -311,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="list runs that are up").set_defaults(func=cmd_status)
     sub.add_parser("doctor", help="check the external components").set_defaults(
         func=cmd_doctor)
-    sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(func=cmd_gc)
+    gc = sub.add_parser("gc", help="remove what dead runs left behind")
+    gc.add_argument("--check", action="store_true",
+                    help="exit 1 when there was anything to remove (a leak, after a suite)")
+    gc.set_defaults(func=cmd_gc)
     setup = sub.add_parser("setup", help="install missing components")
     setup.add_argument("--docker", action="store_true",
                        help="also the Docker engine and the offline images (docker runtime)")

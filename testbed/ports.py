@@ -18,6 +18,23 @@ from testbed.errors import PortInUseError, TestbedError
 from testbed.runs import state_root
 
 PORT_RANGE = (20000, 32000)
+PORT_RANGE_ENV = "TESTBED_PORT_RANGE"  # e.g. "20000-20100": a narrow window (tests, fences)
+
+
+def port_range() -> tuple[int, int]:
+    """The window ports are taken from: $TESTBED_PORT_RANGE ("low-high") or PORT_RANGE."""
+    text = os.environ.get(PORT_RANGE_ENV)
+    if not text:
+        return PORT_RANGE
+    try:
+        low, high = (int(part) for part in text.split("-"))
+    except ValueError:
+        low = high = 0
+    if not 1024 <= low < high <= 65536:
+        raise TestbedError(f"${PORT_RANGE_ENV}={text!r} is not a port range. Fix: two "
+                           "numbers LOW-HIGH with 1024 <= LOW < HIGH <= 65536, e.g. "
+                           "20000-21000, below the kernel's ephemeral range")
+    return low, high
 
 
 def ports_dir() -> Path:
@@ -27,8 +44,11 @@ def ports_dir() -> Path:
 
 
 def port_is_free(port: int) -> bool:
-    """True when a listener could bind 127.0.0.1:port right now."""
+    """True when a listener could bind 127.0.0.1:port right now. With SO_REUSEADDR, as
+    every listener we start sets it (waitress, Toxiproxy, RabbitMQ): a port whose last
+    connections linger in TIME_WAIT is free to them, only a live listener is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -51,7 +71,7 @@ def _reserve(port: int, run_id: str) -> bool:
 
 def allocate_port(run_id: str) -> int:
     """Reserve a free loopback port for this run."""
-    low, high = PORT_RANGE
+    low, high = port_range()
     start = random.randrange(low, high)
     for offset in range(high - low):
         port = low + (start - low + offset) % (high - low)
