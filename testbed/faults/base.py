@@ -10,6 +10,7 @@ failure, exception and Ctrl-C; a removal that fails raises FaultRemovalError, lo
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,17 @@ class FaultError(TestbedError):
 
 class FaultSpecError(FaultError, ValueError):
     """A fault was asked for with an unknown name, target or an impossible parameter."""
+
+
+def seconds(what: str, value: object, *, allow_zero: bool = False, also: str = "") -> float:
+    """A finite duration in seconds (a bool, text or nan is a mistake, not a number)."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or number < 0 or (
+            number == 0 and not allow_zero):
+        bound = "0 s or more" if allow_zero else "more than 0 s"
+        raise FaultSpecError(f"{what}={value!r}; give a finite number of seconds, {bound}"
+                             + (f" {also}" if also else ""))
+    return float(number)
 
 
 class FaultNotEffective(FaultError):

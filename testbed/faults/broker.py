@@ -68,7 +68,10 @@ class BrokerDown(Fault):
     def __init__(self, deployment: Deployment, graceful: bool = True) -> None:
         super().__init__(f"broker of {deployment.id}")
         self.access = broker_of(deployment)
-        self.graceful = bool(graceful)
+        if not isinstance(graceful, bool):
+            raise FaultSpecError(f"broker_down graceful={graceful!r}; give True (a clean stop) "
+                                 "or False (SIGKILL, as a crash)")
+        self.graceful = graceful
 
     def describe(self) -> str:
         return f"broker_down({'stop' if self.graceful else 'kill'}) on {self.target}"

@@ -44,6 +44,11 @@ FAULTS = (*NETWORK, "amqp_link_cut", *PROCESS, *BROKER, *APPLICATION)
 def make_fault(deployment: Deployment, name: str, target: str, **params: Any) -> Fault:
     """A fault by name. Targets: a link for network faults; a service for process and
     application faults; a queue for poison and purge; "" for broker_down, memory_alarm."""
+    if not isinstance(name, str):
+        raise FaultSpecError(f"fault name {name!r} is not text; known: {', '.join(FAULTS)}")
+    if not isinstance(target, str):
+        raise FaultSpecError(f"{name}: target {target!r} is not text; give a link, service "
+                             "or queue name (or '' for the whole broker)")
     if name in TOXICS:
         stream = params.pop("stream", "downstream")
         toxicity = params.pop("toxicity", 1.0)

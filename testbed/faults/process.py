@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification
+from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification, seconds
 from testbed.faults.probes import probe
 from testbed.runtime.base import Deployment, ServiceHandle
 from testbed.services.crash import ADMIN_CRASH
@@ -96,10 +96,8 @@ class CrashLoop(_ServiceFault):
     def __init__(self, deployment: Deployment, service: str, down_s: float = 1.0,
                  up_s: float = 1.0) -> None:
         super().__init__(deployment, service)
-        for name, value in (("down_s", down_s), ("up_s", up_s)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise FaultSpecError(f"crash_loop {name}={value!r}; give seconds above 0")
-        self.down_s, self.up_s = float(down_s), float(up_s)
+        self.down_s = seconds("crash_loop down_s", down_s)
+        self.up_s = seconds("crash_loop up_s", up_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.crashes = 0
@@ -160,7 +158,8 @@ class CrashAt(_ServiceFault):
         super().__init__(deployment, service)
         if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= 20:
             raise FaultSpecError(f"crash_at times={times!r}; give a whole number from 1 to 20")
-        self.point, self.times, self.wait_s = point, times, float(wait_s)
+        self.point, self.times = point, times
+        self.wait_s = seconds("crash_at wait_s", wait_s)
         self.url = self.service.url.rstrip("/") + ADMIN_CRASH
         self.crashes = 0
         state = self._call("GET")

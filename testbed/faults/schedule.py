@@ -15,9 +15,9 @@ from types import TracebackType
 from testbed.faults.base import (
     Fault,
     FaultError,
-    FaultSpecError,
     inject_and_verify,
     remove_recorded,
+    seconds,
 )
 from testbed.faults.timeline import Timeline
 
@@ -31,12 +31,10 @@ class Planned:
     duration: float | None = None  # None: until the schedule stops
 
     def __post_init__(self) -> None:
-        if self.at < 0:
-            raise FaultSpecError(f"schedule: at={self.at} for {self.fault.describe()}; "
-                                 "give a time of 0 s or later")
-        if self.duration is not None and self.duration <= 0:
-            raise FaultSpecError(f"schedule: duration={self.duration} for "
-                                 f"{self.fault.describe()}; give more than 0 s or None")
+        seconds(f"schedule of {self.fault.describe()}: at", self.at, allow_zero=True)
+        if self.duration is not None:
+            seconds(f"schedule of {self.fault.describe()}: duration", self.duration,
+                    also="(or None: until the schedule stops)")
 
 
 class Schedule:

@@ -19,7 +19,7 @@ def _only(path: str, data: Mapping[str, Any], allowed: set[str]) -> None:
     if not isinstance(data, Mapping):
         raise TopologyError(path, f"expected a table, got {type(data).__name__}",
                             "write it as a table of key = value")
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted((set(data) - allowed), key=str)
     if unknown:
         raise TopologyError(f"{path}.{unknown[0]}", "unknown key",
                             f"use only {sorted(allowed)}")
@@ -31,24 +31,35 @@ def _required(path: str, data: Mapping[str, Any], key: str) -> Any:
     return data[key]
 
 
+def _array(path: str, value: Any) -> list[Any]:
+    """A TOML array of tables ([[services]]) arrives as a list; anything else is a mistake."""
+    if not isinstance(value, list):
+        raise TopologyError(path, f"expected an array of tables, got {type(value).__name__}",
+                            f"write each entry as its own [[{path}]] table")
+    return value
+
+
 def topology_from_dict(data: Mapping[str, Any]) -> Topology:
     """Build and validate a Topology from plain data (parsed TOML or JSON)."""
     _only("topology", data, _TOP_KEYS)
     services = []
-    for index, raw in enumerate(_required("topology", data, "services")):
+    for index, raw in enumerate(_array("services", _required("topology", data, "services"))):
         path = f"services[{index}]"
         _only(path, raw, _SERVICE_KEYS)
-        knobs = knobs_from_dict(dict(raw.get("knobs", {})), f"{path}.knobs")
+        knobs_raw = raw.get("knobs", {})
+        _only(f"{path}.knobs", knobs_raw, set(knobs_raw) if isinstance(knobs_raw, Mapping)
+              else set())
+        knobs = knobs_from_dict(dict(knobs_raw), f"{path}.knobs")
         services.append(ServiceSpec(
             name=_required(path, raw, "name"), role=_required(path, raw, "role"),
             knobs=knobs, consumes=raw.get("consumes"), publishes=raw.get("publishes"),
             port=raw.get("port")))
     links = []
-    for index, raw in enumerate(data.get("links", [])):
+    for index, raw in enumerate(_array("links", data.get("links", []))):
         path = f"links[{index}]"
         _only(path, raw, _LINK_KEYS)
         links.append(LinkSpec(_required(path, raw, "source"), _required(path, raw, "target"),
-                              _required(path, raw, "protocol"), bool(raw.get("proxied", True))))
+                              _required(path, raw, "protocol"), raw.get("proxied", True)))
     broker = None
     if "broker" in data:
         _only("broker", data["broker"], {"exchange"})

@@ -7,6 +7,7 @@ separately: every link with ``proxied=True`` gets one Toxiproxy proxy named afte
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -27,7 +28,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
 def check_name(path: str, name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise TopologyError(
             path,
             f"{name!r} is not a valid name",
@@ -37,10 +38,17 @@ def check_name(path: str, name: str) -> None:
 
 def _positive(path: str, value: float, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = "zero or more" if allow_zero else "greater than zero"
-        raise TopologyError(path, f"{value!r} is not allowed", f"give a number {bound}")
+        raise TopologyError(path, f"{value!r} is not allowed", f"give a finite number {bound}")
+
+
+def _routing_key(path: str, value: object) -> None:
+    """An event's routing key, when given: text like ``order.placed``."""
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise TopologyError(path, f"{value!r} is not a routing key",
+                            "give the event's name as text, e.g. 'order.placed'")
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ class Knobs:
         _positive("knobs.work_jitter_ms", self.work_jitter_ms, allow_zero=True)
         _positive("knobs.retry_backoff_ms", self.retry_backoff_ms, allow_zero=True)
         _positive("knobs.breaker_reset_s", self.breaker_reset_s)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise TopologyError("knobs.seed", f"{self.seed!r} is not allowed",
+                                "give a whole number of 0 or more")
         for name in ("retries", "breaker_failures", "consumer_retries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
@@ -179,6 +190,8 @@ class ServiceSpec:
     def __post_init__(self) -> None:
         check_name("services[].name", self.name)
         where = f"services[{self.name}]"
+        _routing_key(f"{where}.consumes", self.consumes)
+        _routing_key(f"{where}.publishes", self.publishes)
         if self.role not in ROLES:
             raise TopologyError(f"{where}.role", f"unknown role {self.role!r}",
                                 f"use one of {', '.join(ROLES)}")
@@ -219,6 +232,11 @@ class LinkSpec:
         return f"{self.source}-{self.target}"
 
     def __post_init__(self) -> None:
+        check_name("links[].source", self.source)
+        check_name(f"links[{self.source}-?].target", self.target)
+        if not isinstance(self.proxied, bool):
+            raise TopologyError(f"links[{self.name}].proxied", f"{self.proxied!r} is not "
+                                "allowed", "give true or false")
         if self.protocol not in PROTOCOLS:
             raise TopologyError(f"links[{self.name}].protocol",
                                 f"unknown protocol {self.protocol!r}", "use 'http' or 'amqp'")
@@ -264,6 +282,7 @@ class Topology:
         if self.entry not in names:
             raise TopologyError("entry", f"{self.entry!r} is not a service",
                                 f"use one of {names}")
+        self._check_shape()
         self._check_links(set(names))
         self._check_broker()
 
@@ -309,11 +328,24 @@ class Topology:
                 seen.add(current.target)
                 current = self.downstream(current.target)
 
+    def _check_shape(self) -> None:
+        async_services = [s.name for s in self.services if s.role != "http_stage"]
+        if self.shape == "sync" and async_services:
+            raise TopologyError("shape", f"a sync topology has async services {async_services}",
+                                "make the shape 'async', or the services http_stage")
+        if self.shape == "async" and not async_services:
+            raise TopologyError("shape", "an async topology has no async service",
+                                "make the shape 'sync', or add an async_gateway")
+
     def _check_broker(self) -> None:
         async_services = [s for s in self.services if s.role != "http_stage"]
         if async_services and self.broker is None:
             raise TopologyError("broker", "async services need a broker",
                                 "add broker=BrokerSpec()")
+        amqp = [lk.name for lk in self.links if lk.protocol == "amqp"]
+        if amqp and self.broker is None:
+            raise TopologyError(f"links[{amqp[0]}]", "an amqp link, but no broker",
+                                "add broker=BrokerSpec(), or remove the link")
         for service in async_services:
             if self.amqp_link(service.name) is None:
                 raise TopologyError(f"links[{service.name}-{BROKER}]",
@@ -325,6 +357,23 @@ class Topology:
                 raise TopologyError(f"services[{service.name}].consumes",
                                     f"nothing publishes {service.consumes!r}",
                                     f"consume one of {sorted(published)}")
+        self._check_event_loops()
+
+    def _check_event_loops(self) -> None:
+        """Consumers that, event by event, republish what they consume would pass every
+        message around forever."""
+        emits = {s.consumes: s for s in self.services if s.consumes and s.publishes}
+        for start, service in emits.items():
+            seen, event = {start}, service.publishes
+            while event in emits:
+                if event in seen:
+                    raise TopologyError(f"services[{service.name}].publishes",
+                                        f"the events loop back to {event!r}: messages would "
+                                        "circulate forever",
+                                        "end the pipeline with a consumer that publishes "
+                                        "nothing new")
+                seen.add(event)
+                event = emits[event].publishes
 
     # -- queries ---------------------------------------------------------------------
 
@@ -358,8 +407,14 @@ class Topology:
 
 def knobs_from_dict(data: dict[str, object], path: str = "knobs") -> Knobs:
     known = {f.name for f in fields(Knobs)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise TopologyError(f"{path}.{unknown[0]}", "unknown knob",
                             f"use one of {sorted(known)}")
-    return Knobs(**data)  # type: ignore[arg-type]
+    try:
+        return Knobs(**data)  # type: ignore[arg-type]
+    except TopologyError as exc:  # name the service: services[2].knobs.pool_size
+        if path == "knobs":
+            raise
+        raise TopologyError(path + exc.field.removeprefix("knobs"), exc.problem,
+                            exc.fix) from None
