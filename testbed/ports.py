@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 from pathlib import Path
 
 from testbed.errors import PortInUseError, TestbedError
@@ -95,6 +96,19 @@ def release_ports(run_id: str) -> None:
         with contextlib.suppress(OSError):
             if entry.read_text() == run_id:
                 entry.unlink()
+
+
+def release_abandoned_reservations(min_age_s: float = 10.0) -> list[int]:
+    """Drop empty reservation files older than ``min_age_s``: their owner died between
+    creating the file and writing its run id (microseconds apart), so no run claims them."""
+    released = []
+    for entry in ports_dir().iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            info = entry.stat()
+            if info.st_size == 0 and time.time() - info.st_mtime > min_age_s:
+                entry.unlink()
+                released.append(int(entry.name))
+    return released
 
 
 def reservations() -> dict[int, str]:

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,12 +67,20 @@ def run_dir(run_id: str) -> Path:
 
 
 def create_run(run_id: str, runtime: str) -> Path:
-    """Make the run directory and record this process as its controller."""
+    """Make the run directory and record this process as its controller. The directory
+    appears with its record in it (made aside, then renamed), so `testbed gc` never sees
+    a run without its controller and takes it for dead."""
     directory = run_dir(run_id)
-    directory.mkdir(parents=True, exist_ok=False)
+    staging = directory.with_name(f".new-{run_id}")
+    staging.mkdir(parents=True, exist_ok=False)
     me = psutil.Process()
     record = RunRecord(run_id, me.pid, me.create_time(), runtime)
-    (directory / RUN_RECORD).write_text(json.dumps(asdict(record)))
+    (staging / RUN_RECORD).write_text(json.dumps(asdict(record)))
+    try:
+        staging.rename(directory)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return directory
 
 
@@ -87,7 +96,7 @@ def known_runs() -> Iterator[tuple[Path, RunRecord | None]]:
     if not runs.is_dir():
         return
     for directory in sorted(runs.iterdir()):
-        if directory.is_dir():
+        if directory.is_dir() and not directory.name.startswith("."):  # not a run yet
             yield directory, read_run(directory)
 
 
@@ -120,6 +129,19 @@ def kill_processes(procs: list[psutil.Process], timeout: float = 5.0) -> None:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(procs, timeout=timeout)
+
+
+def remove_abandoned_staging(min_age_s: float = 10.0) -> list[str]:
+    """Drop run directories still being made (``.new-<id>``) after ``min_age_s``: their
+    controller died before it could rename them into place."""
+    runs = state_root() / "runs"
+    removed = []
+    for staging in runs.glob(".new-*") if runs.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if time.time() - staging.stat().st_mtime > min_age_s:
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(staging.name.removeprefix(".new-"))
+    return removed
 
 
 def remove_run_dir(run_id: str) -> None:

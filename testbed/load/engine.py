@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import pickle
 import queue
 import socket
@@ -128,7 +129,18 @@ class Engine:
             connection.close()
 
 
+def exit_with_parent(parent: int) -> None:
+    """End the engine as soon as the controller that started it is gone, even by SIGKILL:
+    it carries no run id, so neither the run's watchdog nor `testbed gc` can find it, and
+    orphaned it would keep sending load (to ports freed for other runs) to its schedule's
+    end. A parent gone before this started is caught by the "started" write (no reader)."""
+    while os.getppid() == parent:
+        time.sleep(0.1)
+    os._exit(1)
+
+
 def main() -> int:
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     spec: EngineSpec = pickle.load(sys.stdin.buffer)
     engine = Engine(spec)
     out = sys.stdout.buffer

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from testbed.ports import release_ports, reservations
+from testbed.ports import release_abandoned_reservations, release_ports, reservations
 from testbed.runs import (
     kill_processes,
     known_runs,
     process_run_id,
+    remove_abandoned_staging,
     remove_run_dir,
     run_dir,
     tagged_processes,
@@ -33,6 +34,8 @@ class SweepReport:
 
 def sweep_run(run_id: str, report: SweepReport | None = None) -> SweepReport:
     """Kill a run's processes, free its ports, delete its directory."""
+    if not run_id:
+        raise ValueError("sweep_run needs a run id (an empty one names every run's files)")
     report = report or SweepReport()
     procs = tagged_processes(run_id)
     for proc in procs:
@@ -63,6 +66,11 @@ def collect_garbage() -> SweepReport:
     dead = {directory.name for directory, _ in known_runs()} - alive
     dead |= {tag for proc in tagged_processes() if (tag := process_run_id(proc))} - alive
     dead |= set(reservations().values()) - alive
+    # A reservation file is empty between its creation and its write: that is no run (as
+    # a run id, "" would name the runs directory itself, and sweep every live run's files).
+    dead.discard("")
     for run_id in sorted(dead):
         sweep_run(run_id, report)
+    report.ports += release_abandoned_reservations()
+    report.runs += remove_abandoned_staging()
     return report

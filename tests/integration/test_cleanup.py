@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
-from testbed.runs import tagged_processes
+from testbed.ports import ports_dir
+from testbed.runs import state_root, tagged_processes
+from testbed.runtime.sweep import collect_garbage
 
 from .conftest import leftovers, process_names, wait_until_gone
 
@@ -83,3 +86,25 @@ def test_down_tears_down_a_detached_up() -> None:
                           capture_output=True, text=True, timeout=120, check=True)
     assert f"run {run_id} is down" in down.stdout
     assert wait_until_gone(run_id, timeout=10) == []
+
+
+def test_gc_drops_what_a_controller_killed_mid_step_left(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reservation file created but not yet written, a run directory made but not yet
+    renamed into place: gc removes them once they are stale, and never a fresh one (the
+    owner may be between the two steps right now)."""
+    monkeypatch.setenv("TESTBED_HOME", str(tmp_path))
+    old = time.time() - 60
+    stale_port, fresh_port = ports_dir() / "31990", ports_dir() / "31991"
+    stale_port.touch()
+    fresh_port.touch()
+    os.utime(stale_port, (old, old))
+    stale_run = state_root() / "runs" / ".new-tbdead0000000"
+    fresh_run = state_root() / "runs" / ".new-tbbusy0000000"
+    for directory in (stale_run, fresh_run):
+        directory.mkdir(parents=True)
+    os.utime(stale_run, (old, old))
+    report = collect_garbage()
+    assert report.ports == [31990] and report.runs == ["tbdead0000000"]
+    assert fresh_port.exists() and fresh_run.exists()
+    assert not stale_port.exists() and not stale_run.exists()
