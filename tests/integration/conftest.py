@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import docker
 import psutil
 import pytest
 
+from testbed.components.docker_engine import ensure_engine
+from testbed.errors import ComponentError
 from testbed.ports import reservations
 from testbed.runs import run_dir, tagged_processes
 
@@ -49,6 +52,19 @@ def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """An engine, started when none answers (installing docker.io if needed, as `testbed
+    setup --docker` does); the test skips only when none can be started."""
+    try:
+        ensure_engine()
+    except ComponentError as exc:
+        pytest.skip(f"no Docker engine could be started here: {exc}")
+    engine = docker.from_env()
+    yield engine
+    engine.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

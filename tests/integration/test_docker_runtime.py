@@ -25,7 +25,6 @@ import docker
 import psutil
 import pytest
 
-from testbed.components.docker_engine import ensure_engine
 from testbed.errors import ComponentError, StartupError
 from testbed.faults import Timeline, injected, make_fault
 from testbed.faults.broker import ready_count
@@ -49,14 +48,8 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        ensure_engine()
-    except ComponentError as exc:
-        pytest.skip(f"no Docker engine could be started here: {exc}")
-    engine = docker.from_env()
-    yield engine
-    engine.close()
+def client(docker_client: docker.DockerClient) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,6 @@ import docker
 import psutil
 import pytest
 
-from testbed.components.docker_engine import ensure_engine
-from testbed.errors import ComponentError
 from testbed.runs import STATE_ROOT_ENV, new_run_id, process_run_id, state_root
 
 from .conftest import eventually, leftovers, wait_until_gone
@@ -303,18 +301,6 @@ def test_the_seeds_cover_every_phase_and_both_cleaners() -> None:
 @pytest.mark.parametrize("seed", LOCAL_SEEDS, ids=lambda s: f"seed{s}")
 def test_local_run_killed_anywhere_leaves_nothing_after_gc(seed: int, tmp_path: Path) -> None:
     sigkill_then_gc("local", seed, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[docker.DockerClient]:
-    """An engine, started when none answers (as test_docker_runtime does); else skip."""
-    try:
-        ensure_engine()
-    except ComponentError as exc:
-        pytest.skip(f"no Docker engine could be started here: {exc}")
-    engine = docker.from_env()
-    yield engine
-    engine.close()
 
 
 @pytest.mark.docker
