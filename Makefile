@@ -49,13 +49,16 @@ test-docker: setup docker
 	$(BIN)/pytest $(PYTEST_ARGS) --runtime docker -m "not docker" tests/integration
 	$(BIN)/testbed run --runtime docker --report-dir reports/docker
 
-# Hardening, not part of `make test` (about 30 minutes): the integration tests with four
-# workers, ten times over; then nothing may be left for `testbed gc` to collect.
+# Hardening, not part of `make test` (about an hour): the integration tests with four
+# workers on this 2-core machine, ten times over, looking for port and name collisions;
+# then nothing may be left for `testbed gc` to collect. The tests that assert wall-clock
+# timings (marker `timing`, sized for two workers) are left out: at -n 4 they measure the
+# oversubscription.
 SOAK_ROUNDS ?= 10
 soak: setup docker
 	@for round in $$(seq $(SOAK_ROUNDS)); do \
 		echo "soak round $$round of $(SOAK_ROUNDS)"; \
-		$(BIN)/pytest -n 4 -q -p no:cacheprovider tests/integration || exit 1; \
+		$(BIN)/pytest -n 4 -q -p no:cacheprovider -m "not timing" tests/integration || exit 1; \
 	done
 	$(BIN)/testbed gc --check
 

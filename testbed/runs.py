@@ -25,6 +25,9 @@ from pathlib import Path
 import psutil
 
 RUN_ID_ENV = "TESTBED_RUN_ID"
+# Beside the run id, the state root the run lives in: `testbed gc` with another
+# TESTBED_HOME (a test, a second user) must not take this root's live runs for dead.
+STATE_ROOT_TAG = "TESTBED_STATE_ROOT"
 STATE_ROOT_ENV = "TESTBED_HOME"
 RUN_RECORD = "run.json"
 
@@ -100,27 +103,35 @@ def known_runs() -> Iterator[tuple[Path, RunRecord | None]]:
             yield directory, read_run(directory)
 
 
+def process_tags(run_id: str) -> dict[str, str]:
+    """The environment every process of a run carries, so gc and the watchdog find it."""
+    return {RUN_ID_ENV: run_id, STATE_ROOT_TAG: str(state_root())}
+
+
 def tagged_processes(run_id: str | None = None) -> list[psutil.Process]:
-    """Processes carrying TESTBED_RUN_ID (of one run, or of any run when None)."""
+    """Processes of this state root's runs (of one run, or of any run when None)."""
     found = []
-    me = os.getpid()
+    me, root = os.getpid(), str(state_root())
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == me:
             continue
         try:
-            tag = proc.environ().get(RUN_ID_ENV)
+            env = proc.environ()
         except psutil.Error:
             continue
-        if tag and (run_id is None or tag == run_id):
+        tag = env.get(RUN_ID_ENV)
+        if tag and env.get(STATE_ROOT_TAG) == root and (run_id is None or tag == run_id):
             found.append(proc)
     return found
 
 
 def process_run_id(proc: psutil.Process) -> str | None:
+    """The run a process belongs to, if it is one of this state root's."""
     try:
-        return proc.environ().get(RUN_ID_ENV)
+        env = proc.environ()
     except psutil.Error:
         return None
+    return env.get(RUN_ID_ENV) if env.get(STATE_ROOT_TAG) == str(state_root()) else None
 
 
 def kill_processes(procs: list[psutil.Process], timeout: float = 5.0) -> None:

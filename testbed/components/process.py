@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from testbed.errors import ComponentError, StateError
-from testbed.runs import RUN_ID_ENV
+from testbed.runs import process_tags
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -52,7 +52,7 @@ class ManagedProcess:
     def start(self) -> None:
         if self.running():
             raise StateError(f"{self.name} is already running (pid {self.pid})")
-        env = {**os.environ, **self.extra_env, RUN_ID_ENV: self.run_id}
+        env = {**os.environ, **self.extra_env, **process_tags(self.run_id)}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             try:

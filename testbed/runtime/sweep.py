@@ -6,7 +6,12 @@ Shared by the watchdog (one run, right after its controller died) and ``testbed 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from dataclasses import dataclass, field
+
+import psutil
 
 from testbed.ports import release_abandoned_reservations, release_ports, reservations
 from testbed.runs import (
@@ -16,6 +21,7 @@ from testbed.runs import (
     remove_abandoned_staging,
     remove_run_dir,
     run_dir,
+    state_root,
     tagged_processes,
 )
 
@@ -32,6 +38,15 @@ class SweepReport:
         return not (self.runs or self.processes or self.ports)
 
 
+def _log_sweep(run_id: str, processes: list[str]) -> None:
+    """Who swept which run, in <state>/sweeps.log: a run that vanished under a live
+    controller can then be traced to the sweeper."""
+    with contextlib.suppress(OSError), (state_root() / "sweeps.log").open("a") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} pid {os.getpid()} "
+                  f"({' '.join(psutil.Process().cmdline()[:4])}) swept {run_id}: "
+                  f"{', '.join(processes) or 'no processes'}\n")
+
+
 def sweep_run(run_id: str, report: SweepReport | None = None) -> SweepReport:
     """Kill a run's processes, free its ports, delete its directory."""
     if not run_id:
@@ -43,6 +58,8 @@ def sweep_run(run_id: str, report: SweepReport | None = None) -> SweepReport:
             report.processes.append(f"{proc.pid} {proc.name()} ({run_id})")
         except Exception:
             report.processes.append(f"{proc.pid} ({run_id})")
+    if procs or run_dir(run_id).exists():
+        _log_sweep(run_id, report.processes)
     kill_processes(procs)
     held = [port for port, owner in reservations().items() if owner == run_id]
     release_ports(run_id)
@@ -61,11 +78,14 @@ def live_runs() -> set[str]:
 
 def collect_garbage() -> SweepReport:
     """Sweep every run whose controller is gone (what ``testbed gc`` does)."""
-    alive = live_runs()
     report = SweepReport()
-    dead = {directory.name for directory, _ in known_runs()} - alive
-    dead |= {tag for proc in tagged_processes() if (tag := process_run_id(proc))} - alive
-    dead |= set(reservations().values()) - alive
+    # Candidates first, liveness after: a run that starts while gc looks has its record in
+    # place before any of its ports or processes exist (create_run comes first), so it is
+    # alive by the time it is judged. The other order swept runs born mid-gc.
+    seen = {directory.name for directory, _ in known_runs()}
+    seen |= {tag for proc in tagged_processes() if (tag := process_run_id(proc))}
+    seen |= set(reservations().values())
+    dead = seen - live_runs()
     # A reservation file is empty between its creation and its write: that is no run (as
     # a run id, "" would name the runs directory itself, and sweep every live run's files).
     dead.discard("")

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-from testbed.errors import TestbedError
 from testbed.faults import (
     FaultNotEffective,
     FaultRemovalError,
@@ -154,6 +153,7 @@ def test_amqp_link_latency_and_cut(deploy: Deploy) -> None:
     assert no_toxics_left(deployment)
 
 
+@pytest.mark.timing
 def test_schedule_injects_and_removes_on_time(chain: Deployment) -> None:
     timeline = Timeline()
     plan = [Planned(make_fault(chain, "latency", "gateway-orders", latency=100), at=0.2,
@@ -183,10 +183,12 @@ def test_stopping_a_schedule_early_removes_what_is_active(chain: Deployment) -> 
 
 @pytest.mark.local_only
 def test_a_fault_that_cannot_be_removed_is_reported_loudly() -> None:
-    """Toxiproxy dies while a toxic is on: removal fails and says so, it is not swallowed."""
+    """Toxiproxy dies while a toxic is on: removal fails and says so, it is not swallowed.
+    Teardown then has nothing to remove from the dead server (its proxies died with it)
+    and still leaves nothing behind."""
     timeline = Timeline()
     runtime = LocalRuntime()
-    with pytest.raises(TestbedError, match=r"teardown had problems.*unreachable"), runtime:
+    with runtime:
         deployment = runtime.deploy(sync_chain(1))
         with pytest.raises(FaultRemovalError, match="could not remove latency"), \
                 injected(make_fault(deployment, "latency", "gateway-orders", latency=50),
@@ -194,4 +196,4 @@ def test_a_fault_that_cannot_be_removed_is_reported_loudly() -> None:
             runtime.toxiproxy().process.kill()
     assert timeline.of_kind("remove_failed")
     assert not timeline.of_kind("remove")
-    assert leftovers(runtime.run_id) == []  # teardown reported the problem and went on
+    assert leftovers(runtime.run_id) == []

@@ -17,6 +17,7 @@ from testbed.topology import async_pipeline, sync_chain
 Deploy = Callable[..., Deployment]
 
 
+@pytest.mark.timing
 def test_no_coordinated_omission_while_the_gateway_is_frozen(deploy: Deploy) -> None:
     """Freeze the gateway for 1 s at 20/s: every request due in that second waits, and
     its latency (from its scheduled time) says so, not just the first one's."""
@@ -33,6 +34,7 @@ def test_no_coordinated_omission_while_the_gateway_is_frozen(deploy: Deploy) -> 
     assert result.meta["load"]["fell_behind"] is False  # the generator itself kept time
 
 
+@pytest.mark.timing
 def test_samplers_cover_queues_and_services_at_their_period(deploy: Deploy,
                                                              tmp_path: Path) -> None:
     deployment = deploy(async_pipeline(1))
