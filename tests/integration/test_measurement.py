@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from testbed.analysis import series
 from testbed.faults import Planned, make_fault
