@@ -46,6 +46,7 @@ def test_restart_resets_the_service(chain: Deployment) -> None:
     assert chain.place_order("after-restart").status_code == 200
 
 
+@pytest.mark.timing  # crashes counted in a window: restarts slow down under -n 4
 def test_crash_loop_crashes_repeatedly_and_ends_up(chain: Deployment) -> None:
     fault = make_fault(chain, "crash_loop", "orders", down_s=0.3, up_s=0.3)
     statuses = set()

@@ -6,11 +6,13 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import docker.errors
+from docker.models.networks import Network
 
 from testbed.components.docker_engine import engine
 from testbed.errors import ComponentError
@@ -31,20 +33,35 @@ def remove_run_objects(client: docker.DockerClient, run_id: str | None = None,
               if only is None or only(c.labels)]
     removed += [f"container {name}" for name in remove_containers(chosen)]
     for network in client.networks.list(filters={"label": selector}):
-        if only is None or only(network.attrs.get("Labels") or {}):
-            with contextlib.suppress(docker.errors.NotFound):
-                network.reload()
-                for attached in network.containers:  # e.g. a broker of a live run
-                    with contextlib.suppress(docker.errors.APIError):
-                        network.disconnect(attached, force=True)
-                network.remove()
-                removed.append(f"network {network.name}")
+        if (only is None or only(network.attrs.get("Labels") or {})) and _remove_network(network):
+            removed.append(f"network {network.name}")
     for volume in client.volumes.list(filters={"label": selector}):
         if only is None or only(volume.attrs.get("Labels") or {}):
             with contextlib.suppress(docker.errors.NotFound):
                 volume.remove(force=True)
                 removed.append(f"volume {volume.name}")
     return removed
+
+
+def _remove_network(network: Network, attempts: int = 10) -> bool:
+    """Detach what is still attached (e.g. a live run's broker) and remove the network.
+    Another sweeper (the run's watchdog, a second gc) may be removing its containers at
+    the same moment: the engine then says it still has endpoints, so try again shortly."""
+    for attempt in range(attempts):
+        try:
+            network.reload()
+            for attached in network.containers:
+                with contextlib.suppress(docker.errors.APIError):
+                    network.disconnect(attached, force=True)
+            network.remove()
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    return False
 
 
 def collect_docker_garbage(client: docker.DockerClient | None = None) -> list[str]:

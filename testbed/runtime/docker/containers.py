@@ -108,10 +108,15 @@ def remove_containers(containers: list[Container]) -> list[str]:
     """Force-remove containers (and their anonymous volumes) in parallel; returns the
     names of those removed (one already gone is not an error)."""
     def remove(container: Container) -> str | None:
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             container.remove(force=True, v=True)
-            return str(container.name)
-        return None
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another sweeper is removing it right now
+                raise
+            return None
+        return str(container.name)
 
     with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
         futures = [pool.submit(remove, c) for c in containers]
