@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import psutil
+
 Outcome = Literal["ok", "refused", "reset", "timeout", "closed"]
 
 _REQUESTS = {
@@ -53,3 +55,17 @@ def probe(port: int, protocol: str, timeout: float = 2.0, read_all: bool = False
         return ProbeResult("timeout", time.monotonic() - started, received)
     except OSError:
         return ProbeResult("refused", time.monotonic() - started, received)
+
+
+def listeners(port: int) -> str:
+    """Who listens on 127.0.0.1:port (pid and command), for an error that says who answered
+    when nobody should have."""
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            try:
+                command = " ".join(psutil.Process(conn.pid).cmdline()[:4]) if conn.pid else "?"
+            except psutil.Error:
+                command = "?"
+            found.append(f"pid {conn.pid} ({command})")
+    return ", ".join(found) or "nobody"

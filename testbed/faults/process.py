@@ -14,7 +14,7 @@ import time
 import requests
 
 from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification, seconds
-from testbed.faults.probes import probe
+from testbed.faults.probes import listeners, probe
 from testbed.runtime.base import Deployment, ServiceHandle
 from testbed.services.crash import ADMIN_CRASH
 
@@ -66,8 +66,10 @@ class PauseService(_ServiceFault):
         self.service.resume()
 
     def verify(self) -> Verification:
-        seen = probe(_port(self.service), "http", 0.5)
-        return Verification(seen.outcome == "timeout", f"health probe {seen.outcome}; "
+        port = _port(self.service)
+        seen = probe(port, "http", 0.5)
+        answered = f" (listening on {port}: {listeners(port)})" if seen.outcome == "ok" else ""
+        return Verification(seen.outcome == "timeout", f"health probe {seen.outcome}{answered}; "
                                                        "expected timeout")
 
 
