@@ -279,9 +279,13 @@ def sigkill_then_gc(runtime: str, seed: int, tmp_path: Path,
               f"{len(before_gc)} object(s) of the run: {before_gc[:6]}")
         if guards and not plan.kill_watchdog:
             assert run_id not in collected, f"gc found what the watchdog left:\n{collected}"
-        left = (leftovers(run_id) + left_elsewhere(run_id) + leftover_files(private_tmp)
-                + alive(guards))
-        assert left == [], f"left after gc (landed in {landed}): {left}"
+        def left_over() -> list[str]:
+            return (leftovers(run_id) + left_elsewhere(run_id) + leftover_files(private_tmp)
+                    + alive(guards))
+
+        # A watchdog that swept exits a moment later (seconds on a loaded machine).
+        assert eventually(lambda: not left_over(), 10.0), (
+            f"left after gc (landed in {landed}): {left_over()}")
         assert eventually(lambda: not alive(descendants), 5.0), (
             f"processes of the run outlived gc (landed in {landed}): {alive(descendants)}")
         print(f"  total {time.monotonic() - started:.1f} s")
