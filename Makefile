@@ -40,9 +40,8 @@ test: setup browser docker lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests
 	$(BIN)/pytest $(PYTEST_ARGS) experiments
 	$(MAKE) --no-print-directory test-docker
-	@# Anything left is a leak; it is printed, not yet fatal: one clean-clone run left a
-	@# run directory and 4 port reservations whose source is not found yet (see issue 8).
-	-$(BIN)/testbed gc --check
+	@# Anything left for gc to collect is a leak, and fails the run.
+	$(BIN)/testbed gc --check
 
 # The integration tests through the docker runtime (the ones about the local runtime
 # skip; the docker runtime's own tests ran above), then the flagship experiments in
