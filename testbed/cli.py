@@ -177,6 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed.components.compose import compose_version, install_hint
     from testbed.components.docker_engine import info
     from testbed.doctor import examine, render
 
@@ -187,6 +188,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
           + (f"ok, {engine.version} (API {engine.api_version}, {engine.storage_driver})"
              if engine else "not answering; `testbed setup --docker` installs "
              "docker.io and starts dockerd"))
+    compose = compose_version()
+    print("docker compose (compose/ files only): "
+          + (f"ok, {compose}" if compose else f"missing; {install_hint()}"))
     missing = [f.component for f in findings if not f.ok]
     if missing:
         print(f"\n{len(missing)} component(s) missing: {', '.join(missing)}. "
@@ -219,10 +223,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     installed = setup()
     if args.docker:
+        from testbed.components.compose import ensure_compose
         from testbed.components.docker_engine import ensure_engine
         from testbed.images import build_images
 
         installed += ensure_engine()
+        installed += ensure_compose()
         installed += [f"image {ref}" for ref in build_images(log=print)]
     print("\n".join(f"installed {item}" for item in installed) or "everything is installed")
     return cmd_doctor(args)

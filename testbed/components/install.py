@@ -7,6 +7,7 @@ with service start-up blocked during the install, since the testbed runs its own
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,19 +29,58 @@ def run_command(argv: list[str], env: dict[str, str] | None = None, timeout: flo
         raise ComponentError(f"`{' '.join(argv)}` failed: {exc}") from exc
 
 
-def install_toxiproxy() -> Path:
+def require_go(what: str) -> str:
     go = shutil.which("go")
     if go is None:
-        raise ComponentError("toxiproxy-server is missing and Go is not installed. Fix: "
-                             "install Go (apt-get install golang-go) and rerun `testbed "
-                             "setup`, or put any toxiproxy-server binary on PATH")
-    target = Path(sys.prefix) / "bin" / "toxiproxy-server"
+        raise ComponentError(f"{what} is missing and Go is not installed. Fix: install Go "
+                             "(apt-get install golang-go) and rerun `testbed setup`, or put "
+                             f"any {what} binary in place yourself")
+    return go
+
+
+def place_binary(built: Path, target: Path) -> Path:
+    """Move a built binary to ``target`` atomically: a concurrent reader sees the old file
+    or the new one, never half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.new")
+    shutil.move(built, staged)
+    staged.chmod(0o755)
+    staged.replace(target)
+    return target
+
+
+def go_install(module: str, built_name: str, target: Path, what: str) -> Path:
+    """``go install`` a pinned module from the Go module proxy into ``target``."""
+    go = require_go(what)
     with tempfile.TemporaryDirectory(prefix="testbed-gobin-") as gobin:
         env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
-        run_command([go, "install", TOXIPROXY_MODULE], env=env)
-        shutil.move(os.path.join(gobin, "server"), target)
-    target.chmod(0o755)
-    return target
+        run_command([go, "install", module], env=env)
+        return place_binary(Path(gobin) / built_name, target)
+
+
+def go_build(module: str, package: str, target: Path, what: str, ldflags: str = "") -> Path:
+    """Build ``package`` of a pinned module as the main module, from its source in the
+    module cache: for modules ``go install`` refuses (replace or exclude directives)."""
+    go = require_go(what)
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    print(f"+ {go} mod download -json {module}", flush=True)
+    try:
+        done = subprocess.run([go, "mod", "download", "-json", module], capture_output=True,
+                              text=True, check=True, env=env, timeout=900)
+        source = json.loads(done.stdout)["Dir"]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+        raise ComponentError(f"cannot download {module} from the Go module proxy: {exc}. "
+                             "Fix: check `go env GOPROXY` and that the proxy answers") from exc
+    with tempfile.TemporaryDirectory(prefix="testbed-gobuild-") as out:
+        built = Path(out) / target.name
+        run_command([go, "-C", source, "build", "-trimpath", f"-ldflags={ldflags}", "-o",
+                     str(built), package], env=env)
+        return place_binary(built, target)
+
+
+def install_toxiproxy() -> Path:
+    return go_install(TOXIPROXY_MODULE, "server", Path(sys.prefix) / "bin" / "toxiproxy-server",
+                      "toxiproxy-server")
 
 
 def apt_install(package: str, why: str) -> None:
