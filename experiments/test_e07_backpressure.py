@@ -14,6 +14,15 @@ rate is at least 1 - mu / R = 52%. Worse, the gateway serves its FIFO queue with
 knowing who already left, so once waits exceed U every answer comes too late: the edge
 goodput from t* + 1.5 s on is predicted ~0 (at most 2 orders), although payments keeps
 working at mu.
+Model, sync with deadlines (the fix): the user's patience travels with the order
+(X-Request-Deadline = send time + U), every hop honours it (knob `deadline`), and the
+gateway sheds an order when less than Q = 1.0 s is left (`deadline_reserve_ms`): enough
+for the 8 calls orders can have queued at payments (8 x 0.104 = 0.83 s). The gateway's
+queue then holds no order older than U - Q, so what it dispatches can finish in time:
+payments still works at mu and the edge delivers ~mu per second from t* + 1.5 s on
+(mu x the rest of the schedule = 25 orders, +- 30%) instead of ~0; payments does no work
+the user never gets (at most 3 orders); every edge failure is a fast 504, none a user
+giving up, answered within U - Q + 0.5 s.
 Model, async without limits: the edge answers every order (0 errors); the backlog grows
 at R - mu = 10.4/s (+- 20%), to ~(R - mu) D = 62, and drains afterwards; nothing lost.
 Model, async with max_length N = 20 and overflow reject-publish on payments' queue: the
@@ -26,6 +35,7 @@ Negative control: the bounded-queue hypotheses read on the run without limits mu
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -53,7 +63,10 @@ USER_TIMEOUT_S = 2.0
 MAX_LENGTH = 20
 CAPACITY = 1000 / (WORK_MS + OVERHEAD_MS)  # mu, orders/s
 FIRST_ERROR_AT = USER_TIMEOUT_S * CAPACITY / (RATE - CAPACITY)
+COLLAPSE_AT = FIRST_ERROR_AT + 1.5  # from here on the plain chain delivers ~nothing
 SLOW = Knobs(work_ms=WORK_MS, pool_size=1, prefetch=1)
+RESERVE_S = 1.0
+DEADLINES = Knobs(deadline=True)
 BOUNDED = Knobs(work_ms=WORK_MS, prefetch=1, max_length=MAX_LENGTH, overflow="reject-publish")
 
 
@@ -69,6 +82,9 @@ def results(testbed_runtime: Runtime,
     found = {
         "sync": trial(testbed_runtime,
                       sync_chain(2, overrides={"payments": SLOW}, name="sync")),
+        "deadlines": trial(testbed_runtime, sync_chain(2, knobs=DEADLINES, overrides={
+            "gateway": replace(DEADLINES, deadline_reserve_ms=RESERVE_S * 1000),
+            "payments": replace(SLOW, deadline=True)}, name="deadlines")),
         "unbounded": trial(testbed_runtime,
                            async_pipeline(1, overrides={"payments": SLOW}, name="unbounded")),
         "bounded": trial(testbed_runtime,
@@ -121,10 +137,46 @@ def test_sync_caps_throughput_and_fails_at_the_edge(results: dict[str, RunResult
     late = requests[requests["t_scheduled"] >= FIRST_ERROR_AT]
     hypotheses.check(at_least("edge error rate after the first error", 1 - CAPACITY / RATE,
                               float((~late["ok"]).mean())))
-    collapsed = requests[requests["t_scheduled"] >= FIRST_ERROR_AT + 1.5]
+    collapsed = requests[requests["t_scheduled"] >= COLLAPSE_AT]
     hypotheses.check(at_most("edge goodput once waits exceed the user's patience", 2,
                              int(collapsed["ok"].sum()), unit="orders"))
     report(hypotheses)
+
+
+def deadline_hypotheses(result: RunResult) -> Hypotheses:
+    requests = result.requests
+    hypotheses = Hypotheses(f"E7 sync with deadlines: the gateway sheds what cannot finish "
+                            f"within the user's {USER_TIMEOUT_S:g} s (reserve {RESERVE_S:g} s)")
+    served = series(result.samples, "service:payments", "ok")
+    hypotheses.check(close_to("payments throughput", CAPACITY,
+                              growth_rate(served, 1.0, DURATION), rel=0.2, unit="orders/s"))
+    window = requests[requests["t_scheduled"] >= COLLAPSE_AT]
+    hypotheses.check(close_to("edge goodput once waits exceed the user's patience",
+                              CAPACITY * (DURATION - COLLAPSE_AT), int(window["ok"].sum()),
+                              rel=0.3, unit="orders"))
+    wasted = set(result.processed("payments")) - accepted(result)
+    hypotheses.check(at_most("orders payments processed for users who got an error", 3,
+                             len(wasted), unit="orders"))
+    failed = requests[~requests["ok"]]
+    hypotheses.check(equals("edge failures that were users giving up (timeouts)", 0,
+                            int((failed["error"] == "timeout").sum()), unit="orders"))
+    hypotheses.check(at_most("slowest edge failure (s)", USER_TIMEOUT_S - RESERVE_S + 0.5,
+                             float(failed["latency_s"].max()) if len(failed) else None,
+                             unit="s"))
+    return hypotheses
+
+
+def test_sync_with_deadlines_sheds_fast_and_keeps_delivering(
+        results: dict[str, RunResult]) -> None:
+    report(deadline_hypotheses(results["deadlines"]))
+
+
+def test_negative_control_without_deadlines_the_chain_delivers_nothing(
+        results: dict[str, RunResult]) -> None:
+    failed = {v.name for v in deadline_hypotheses(results["sync"]).failed}
+    assert {"edge goodput once waits exceed the user's patience",
+            "orders payments processed for users who got an error",
+            "edge failures that were users giving up (timeouts)"} <= failed
 
 
 def test_async_without_limits_accepts_everything(results: dict[str, RunResult]) -> None:

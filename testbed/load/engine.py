@@ -25,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from testbed.services.deadline import header as deadline_header
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -113,8 +115,10 @@ class Engine:
             body = json.dumps({"order_id": order_id(spec.order_prefix, index)})
             self.sent[index] = time.monotonic()
             try:
+                # The user's patience travels with the order, for hops that honour it.
                 connection.request("POST", "/orders", body,
-                                   {"Content-Type": "application/json"})
+                                   {"Content-Type": "application/json",
+                                    **deadline_header(spec.timeout_s)})
                 response = connection.getresponse()
                 response.read()
                 self.status[index] = response.status

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from testbed.services import deadline as deadlines
 from testbed.services.common import common_routes, parse_order
 from testbed.services.config import ServiceConfig
 from testbed.services.ledger import Ledger
@@ -26,6 +27,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     downstream = (Downstream(config.name, config.downstream_url, knobs, stats)
                   if config.downstream_url else None)
     service_time = ServiceTime(knobs, config.name)
+    reserve_s = knobs.deadline_reserve_ms / 1000.0
 
     def work() -> None:
         seconds = service_time.next_seconds()
@@ -35,12 +37,20 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     def place_order(environ: Environ) -> Reply:
         order = parse_order(environ)
         stats.count("received")
+        deadline = deadlines.read(environ) if knobs.deadline else None
+        if deadline is not None and (left := deadlines.remaining(deadline)) < reserve_s:
+            # The caller has gone, or will before this hop can answer: the work would be
+            # wasted, and a fast refusal frees the worker for an order that can make it.
+            stats.count("shed")
+            return Reply(504, {"error": f"{config.name}: shed, {left:.2f} s left of the "
+                                        f"caller's deadline when a worker took the order "
+                                        f"(needs {reserve_s:g} s)"})
         work()
         ledger.record(order["order_id"])
         path = [config.name]
         if downstream is not None:
             try:
-                path += downstream.call(order).get("path", [])
+                path += downstream.call(order, deadline).get("path", [])
             except DownstreamFailure as exc:
                 return Reply(exc.status, {"error": str(exc)})
             except BreakerOpen as exc:

@@ -16,6 +16,7 @@ import pybreaker
 import requests
 import tenacity
 
+from testbed.services import deadline as deadlines
 from testbed.services.stats import Stats
 from testbed.topology.model import Knobs
 
@@ -26,6 +27,10 @@ class DownstreamFailure(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class DeadlinePassed(DownstreamFailure):
+    """The caller's deadline passed before an attempt: not retried, not a breaker failure."""
 
 
 class BreakerOpen(Exception):
@@ -57,7 +62,8 @@ class Downstream:
         self.retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(1 + knobs.retries),
             wait=self._wait(),
-            retry=tenacity.retry_if_exception_type(DownstreamFailure),
+            retry=(tenacity.retry_if_exception_type(DownstreamFailure)
+                   & tenacity.retry_if_not_exception_type(DeadlinePassed)),
             before_sleep=lambda _: stats.count("retries"),
             reraise=True)
 
@@ -75,14 +81,19 @@ class Downstream:
         session: requests.Session = self._local.session
         return session
 
-    def _attempt(self, order: dict[str, Any]) -> dict[str, Any]:
+    def _attempt(self, order: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+        timeout, headers = self.knobs.timeout_s, {}
+        if deadline is not None:  # only the time the caller has left, and tell downstream
+            timeout = max(0.001, min(timeout, deadlines.remaining(deadline)))
+            headers = {deadlines.HEADER: f"{deadline:.3f}"}
         self.stats.count("downstream_calls")
         try:
-            response = self._session().post(self.url, json=order, timeout=self.knobs.timeout_s)
+            response = self._session().post(self.url, json=order, timeout=timeout,
+                                            headers=headers)
         except requests.Timeout as exc:
             self.stats.count("downstream_timeouts")
             raise DownstreamFailure(504, f"{self.name}: downstream timed out after "
-                                         f"{self.knobs.timeout_s} s") from exc
+                                         f"{round(timeout, 3)} s") from exc
         except requests.ConnectionError as exc:
             self.stats.count("downstream_errors")
             raise DownstreamFailure(502, f"{self.name}: downstream unreachable: "
@@ -93,21 +104,26 @@ class Downstream:
                                          f"{response.status_code} ({_cause(response)})")
         return dict(response.json())
 
-    def _guarded(self, order: dict[str, Any]) -> dict[str, Any]:
+    def _guarded(self, order: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+        if deadline is not None and deadlines.remaining(deadline) <= 0:
+            self.stats.count("shed")  # before the breaker: no call, so no failure to count
+            raise DeadlinePassed(504, f"{self.name}: the caller's deadline passed before "
+                                      "the downstream call")
         if self.breaker is None:
-            return self._attempt(order)
+            return self._attempt(order, deadline)
         try:
             # calling() checks the state under the breaker's lock but runs the block
             # outside it; breaker.call() would hold the lock for the whole downstream
             # call and so let one call through at a time (pybreaker issue #3).
             with self.breaker.calling():
-                return self._attempt(order)
+                return self._attempt(order, deadline)
         except pybreaker.CircuitBreakerError as exc:  # open: the call was never made
             self.stats.count("breaker_rejections")
             raise BreakerOpen(f"{self.name}: circuit breaker open, downstream not "
                               "called (fallback)") from exc
 
-    def call(self, order: dict[str, Any]) -> dict[str, Any]:
-        """The downstream's answer, or DownstreamFailure / BreakerOpen."""
-        call: Callable[[dict[str, Any]], dict[str, Any]] = self._guarded
-        return self.retrying(call, order)
+    def call(self, order: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """The downstream's answer, or DownstreamFailure / BreakerOpen. With a deadline
+        (Unix time) no attempt outlives it and none starts after it."""
+        call: Callable[[dict[str, Any], float | None], dict[str, Any]] = self._guarded
+        return self.retrying(call, order, deadline)

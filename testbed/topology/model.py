@@ -67,6 +67,8 @@ class Knobs:
     retry_jitter: bool = False  # full jitter on the backoff
     breaker_failures: int = 0  # consecutive failures that open the breaker; 0: no breaker
     breaker_reset_s: float = 5.0  # open -> half-open after this long
+    deadline: bool = False  # honour the caller's X-Request-Deadline: shed late orders
+    deadline_reserve_ms: float = 0.0  # with deadline: shed when less than this is left
     prefetch: int = 10  # async: unacked deliveries a consumer may hold
     heartbeat_s: int = 10  # async: AMQP heartbeat, how fast a dead peer is noticed
     error_backoff_ms: float = 100.0  # async: pause after a handler error before the nack
@@ -99,6 +101,7 @@ class Knobs:
         _positive("knobs.work_jitter_ms", self.work_jitter_ms, allow_zero=True)
         _positive("knobs.retry_backoff_ms", self.retry_backoff_ms, allow_zero=True)
         _positive("knobs.breaker_reset_s", self.breaker_reset_s)
+        _positive("knobs.deadline_reserve_ms", self.deadline_reserve_ms, allow_zero=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise TopologyError("knobs.seed", f"{self.seed!r} is not allowed",
                                 "give a whole number of 0 or more")
@@ -113,10 +116,14 @@ class Knobs:
                 or not 1 <= self.replicas <= 8:
             raise TopologyError("knobs.replicas", f"{self.replicas!r} is not allowed",
                                 "give a whole number from 1 to 8")
-        for name in ("idempotent", "outbox", "request_reply", "retry_jitter", "dead_letter"):
+        for name in ("idempotent", "outbox", "request_reply", "retry_jitter", "dead_letter",
+                     "deadline"):
             if not isinstance(getattr(self, name), bool):
                 raise TopologyError(f"knobs.{name}", f"{getattr(self, name)!r} is not allowed",
                                     "give true or false")
+        if self.deadline_reserve_ms and not self.deadline:
+            raise TopologyError("knobs.deadline_reserve_ms", "it has no effect without "
+                                "deadline", "set deadline = true, or leave the reserve out")
         if self.cpus is not None:
             _positive("knobs.cpus", self.cpus)
         if self.memory_mb is not None and (isinstance(self.memory_mb, bool)

@@ -14,6 +14,10 @@ from testbed.components.docker_engine import ensure_engine
 from testbed.errors import ComponentError
 from testbed.ports import reservations
 from testbed.runs import run_dir, tagged_processes
+from testbed.runtime import Deployment
+
+# The `deploy` fixture: deploy(topology) -> Deployment, torn down after the test.
+Deploy = Callable[..., Deployment]
 
 
 def process_names(run_id: str) -> set[str]:

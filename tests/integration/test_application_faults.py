@@ -12,7 +12,7 @@ from testbed.faults.application import ErrorRate, FailFirst, RouteError
 from testbed.runtime import Deployment
 from testbed.topology import async_pipeline, sync_chain
 
-Deploy = Callable[..., Deployment]
+from .conftest import Deploy
 
 
 @pytest.fixture

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
 
 import requests
 
 from testbed.faults import CrashAt, ErrorRate, injected
 from testbed.faults.broker import ready_count
 from testbed.runtime import Deployment
-from testbed.topology import Knobs, Topology, async_pipeline
+from testbed.topology import Knobs, async_pipeline
 
-from .conftest import eventually
-
-Deploy = Callable[[Topology], Deployment]
+from .conftest import Deploy, eventually
 
 
 def counters(deployment: Deployment, service: str) -> dict[str, int]:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from testbed.faults import FaultSpecError, Timeline, injected, make_fault
 from testbed.faults.broker import ready_count
-from testbed.runtime import Deployment
 from testbed.runtime.base import dead_letter_queue
 from testbed.topology import Knobs, async_pipeline
 
-from .conftest import eventually
-
-Deploy = Callable[..., Deployment]
+from .conftest import Deploy, eventually
 
 
 def test_broker_down_fails_publishes_then_everything_recovers(deploy: Deploy) -> None:

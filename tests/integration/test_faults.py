@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -22,9 +21,7 @@ from testbed.runtime import Deployment
 from testbed.runtime.local import LocalRuntime
 from testbed.topology import Knobs, async_pipeline, sync_chain
 
-from .conftest import leftovers
-
-Deploy = Callable[..., Deployment]
+from .conftest import Deploy, leftovers
 
 
 def timed_order(deployment: Deployment, order_id: str) -> tuple[int, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,9 @@ from testbed.analysis import series
 from testbed.faults import Planned, make_fault
 from testbed.load import constant
 from testbed.observe import RunResult, run_trial
-from testbed.runtime import Deployment
 from testbed.topology import async_pipeline, sync_chain
 
-Deploy = Callable[..., Deployment]
+from .conftest import Deploy
 
 
 @pytest.mark.timing

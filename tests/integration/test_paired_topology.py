@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from testbed.faults.broker import ready_count
-from testbed.runtime import Deployment
 from testbed.runtime.local import LocalRuntime
 from testbed.topology import Knobs, paired, sync_chain
 
-from .conftest import eventually, leftovers
-
-Deploy = Callable[..., Deployment]
+from .conftest import Deploy, eventually, leftovers
 
 
 def test_an_order_goes_end_to_end_through_both_topologies(deploy: Deploy) -> None:

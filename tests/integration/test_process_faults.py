@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -12,9 +11,7 @@ from testbed.faults.broker import ready_count
 from testbed.runtime import Deployment
 from testbed.topology import Knobs, async_pipeline, sync_chain
 
-from .conftest import eventually
-
-Deploy = Callable[..., Deployment]
+from .conftest import Deploy, eventually
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import http.server
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +19,12 @@ from testbed.load import constant
 from testbed.observe import run_trial
 from testbed.report.suite_report import save_outcomes, write_reports
 from testbed.report.verdicts import save_verdicts
-from testbed.runtime import Deployment
 from testbed.topology import Knobs, async_pipeline, sync_chain
+
+from .conftest import Deploy
 
 pytestmark = pytest.mark.local_only
 
-Deploy = Callable[..., Deployment]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--hide-scrollbars"]
 EXPERIMENT = "e99-report-check"

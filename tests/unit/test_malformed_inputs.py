@@ -95,13 +95,16 @@ def valid_knobs(draw: st.DrawFn) -> Knobs:
     consumer_retries = draw(st.integers(0, 10))
     outbox = draw(st.booleans())
     quorum = draw(st.booleans())
+    deadline = draw(st.booleans())
     return Knobs(
         pool_size=draw(st.integers(1, 64)), accept_backlog=draw(st.integers(1, 512)),
         timeout_s=draw(st.floats(0.05, 30)), work_ms=draw(st.floats(0, 50)),
         work_jitter_ms=draw(st.floats(0, 20)), seed=draw(st.integers(0, 2**31)),
         retries=draw(st.integers(0, 10)), retry_backoff_ms=draw(st.floats(0, 500)),
         retry_jitter=draw(st.booleans()), breaker_failures=draw(st.integers(0, 10)),
-        breaker_reset_s=draw(st.floats(0.1, 30)), prefetch=draw(st.integers(1, 100)),
+        breaker_reset_s=draw(st.floats(0.1, 30)), deadline=deadline,
+        deadline_reserve_ms=draw(st.floats(0, 2000)) if deadline else 0.0,
+        prefetch=draw(st.integers(1, 100)),
         heartbeat_s=draw(st.integers(1, 60)), error_backoff_ms=draw(st.floats(0, 500)),
         reconnect_max_s=draw(st.floats(0.1, 5)), consumer_retries=consumer_retries,
         consumer_retry_delay_ms=draw(st.floats(1, 5000)), idempotent=draw(st.booleans()),
@@ -289,8 +292,10 @@ NOT_A_NUMBER = (st.text(max_size=6) | st.lists(st.integers(), min_size=1, max_si
 WHOLE_KNOBS = ("pool_size", "accept_backlog", "prefetch", "heartbeat_s", "retries", "seed",
                "breaker_failures", "consumer_retries", "replicas")
 NUMBER_KNOBS = ("timeout_s", "work_ms", "work_jitter_ms", "retry_backoff_ms", "breaker_reset_s",
-                "error_backoff_ms", "reconnect_max_s", "consumer_retry_delay_ms")
-SWITCH_KNOBS = ("retry_jitter", "idempotent", "outbox", "request_reply", "dead_letter")
+                "error_backoff_ms", "reconnect_max_s", "consumer_retry_delay_ms",
+                "deadline_reserve_ms")
+SWITCH_KNOBS = ("retry_jitter", "idempotent", "outbox", "request_reply", "dead_letter",
+                "deadline")
 OPTIONAL_WHOLE_KNOBS = ("memory_mb", "max_length", "delivery_limit")
 CHOICE_KNOBS = ("queue_type", "overflow")
 UNCHECKED_KNOBS: tuple[str, ...] = ()  # every knob is validated
@@ -314,8 +319,8 @@ OUT_OF_RANGE: dict[str, st.SearchStrategy[Any]] = {
     "replicas": st.integers(max_value=0) | st.integers(min_value=9),
     **dict.fromkeys(("timeout_s", "breaker_reset_s", "reconnect_max_s",
                      "consumer_retry_delay_ms", "cpus"), NOT_POSITIVE),
-    **dict.fromkeys(("work_ms", "work_jitter_ms", "retry_backoff_ms", "error_backoff_ms"),
-                    NEGATIVE),
+    **dict.fromkeys(("work_ms", "work_jitter_ms", "retry_backoff_ms", "error_backoff_ms",
+                     "deadline_reserve_ms"), NEGATIVE),
     "memory_mb": st.integers(max_value=31),
 }
 
@@ -347,10 +352,13 @@ def conflicting_knobs(draw: st.DrawFn, data: dict[str, Any]) -> tuple[Any, Expec
     index = pick(draw, data["services"])
     knobs = knobs_of(data, index)
     rule = draw(st.sampled_from(["outbox_and_request_reply", "retries_without_dead_letter",
-                                 "delivery_limit_on_classic"]))
+                                 "delivery_limit_on_classic", "reserve_without_deadline"]))
     if rule == "outbox_and_request_reply":
         knobs.update(outbox=True, request_reply=True)
         return data, Expect(f"services[{index}].knobs.request_reply", ("outbox",))
+    if rule == "reserve_without_deadline":
+        knobs.update(deadline_reserve_ms=draw(st.floats(1, 2000)), deadline=False)
+        return data, Expect(f"services[{index}].knobs.deadline_reserve_ms", ("deadline",))
     if rule == "retries_without_dead_letter":
         knobs.update(consumer_retries=draw(st.integers(1, 10)), dead_letter=False)
         return data, Expect(f"services[{index}].knobs.consumer_retries", ("dead_letter",))
