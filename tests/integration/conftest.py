@@ -48,6 +48,15 @@ def wait_until_gone(run_id: str, timeout: float) -> list[str]:
         time.sleep(0.2)
 
 
+def labelled_objects(client: docker.DockerClient, label: str) -> list[str]:
+    """Every container, network and volume carrying a label (``key=value``)."""
+    selector = {"label": label}
+    return ([f"container {c.name}" for c in client.containers.list(
+                all=True, filters=selector, ignore_removed=True)]
+            + [f"network {n.name}" for n in client.networks.list(filters=selector)]
+            + [f"volume {v.name}" for v in client.volumes.list(filters=selector)])
+
+
 def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
     """Poll a condition of a real, asynchronous system until it holds or time is up."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from testbed.components.compose import compose_version, require_compose
 from testbed.errors import ComponentError
 from testbed.images import build_images
 
-from .conftest import eventually
+from .conftest import eventually, labelled_objects
 
 pytestmark = pytest.mark.docker
 
@@ -39,14 +39,6 @@ def compose(project: str, *args: str, timeout: float = 180) -> subprocess.Comple
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def leftovers(client: docker.DockerClient, project: str) -> list[str]:
-    selector = {"label": f"{PROJECT_LABEL}={project}"}
-    return ([f"container {c.name}" for c in client.containers.list(
-                all=True, filters=selector, ignore_removed=True)]
-            + [f"network {n.name}" for n in client.networks.list(filters=selector)]
-            + [f"volume {v.name}" for v in client.volumes.list(filters=selector)])
-
-
 @pytest.fixture
 def project(docker_client: docker.DockerClient) -> Iterator[str]:
     """A compose project of the paired files, up; taken down whatever the test does."""
@@ -60,7 +52,7 @@ def project(docker_client: docker.DockerClient) -> Iterator[str]:
     finally:
         down = compose(name, "down", "--volumes", "--remove-orphans", "--timeout", "2")
         assert down.returncode == 0, f"docker compose down failed:\n{down.stderr[-3000:]}"
-    assert leftovers(docker_client, name) == []
+    assert labelled_objects(docker_client, f"{PROJECT_LABEL}={name}") == []
 
 
 def healthy(port: int) -> bool:

@@ -43,7 +43,7 @@ from testbed.runtime.docker import (
 from testbed.runtime.sweep import collect_garbage
 from testbed.topology import Knobs, async_pipeline, paired, sync_chain
 
-from .conftest import eventually, leftovers
+from .conftest import eventually, labelled_objects, leftovers
 
 pytestmark = pytest.mark.docker
 
@@ -64,11 +64,7 @@ def runtime(client: docker.DockerClient) -> Iterator[DockerRuntime]:
 
 def labelled(client: docker.DockerClient, run_id: str) -> list[str]:
     """Every container, network and volume of a run that still exists."""
-    selector = {"label": f"{LABEL_RUN}={run_id}"}
-    return ([f"container {c.name}" for c in client.containers.list(
-                all=True, filters=selector, ignore_removed=True)]
-            + [f"network {n.name}" for n in client.networks.list(filters=selector)]
-            + [f"volume {v.name}" for v in client.volumes.list(filters=selector)])
+    return labelled_objects(client, f"{LABEL_RUN}={run_id}")
 
 
 def timed_order(deployment: Deployment, order_id: str) -> tuple[int, float]:
