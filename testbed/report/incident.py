@@ -47,6 +47,7 @@ class Incident:
     fault_end: float | None
     orders: int
     edge_errors: int
+    gave_up: int  # edge errors that were the user timing out, not an answer
     error_peak: float  # worst 1 s edge error rate (0..1)
     p99_baseline: float  # edge p99 before the fault (s)
     p99_peak: float  # worst 1 s edge p99 (s)
@@ -171,6 +172,7 @@ def incident(result: RunResult, topology: str | None = None) -> Incident:
         faults=[DEPLOYMENT_PREFIX.sub("", f) for f in result.meta.get("faults", [])],
         fault_start=start, fault_end=end, orders=len(requests),
         edge_errors=int((~requests["ok"].astype(bool)).sum()),
+        gave_up=int((requests["error"] == "timeout").sum()),
         error_peak=float(errors.max()) if len(errors) else 0.0,
         p99_baseline=baseline,
         p99_peak=float(latency["p99"].max()) if len(latency) else float("nan"),

@@ -114,6 +114,12 @@ def follow_ups(incidents: list[Incident], verdicts: list[VerdictRow]) -> list[st
             actions.append(f"{i.topology}: users saw {i.edge_errors} errors while a "
                            "dependency was impaired; bound the damage with timeouts and a "
                            "circuit breaker with a fallback, or put a queue in between.")
+        if i.gave_up and not i.backlog_peak:
+            actions.append(f"{i.topology}: on {i.gave_up} orders the user gave up waiting "
+                           "while the chain kept working on them; pass the caller's "
+                           "deadline down the chain and shed what cannot finish in time "
+                           "(knobs deadline, deadline_reserve_ms): fast refusals, and the "
+                           "capacity goes to orders that can still make it.")
         if not i.drained:
             actions.append(f"{i.topology}: the queue never drained; park what cannot be "
                            "processed (dead-letter queue, delivery limit) and alert on depth.")
