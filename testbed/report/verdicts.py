@@ -93,9 +93,3 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
                                                 + ", ".join(failed))
                   + ("" if not aborted else " Aborted: " + ", ".join(sorted(aborted))), ""]
     return "\n".join(lines)
-
-
-def write_suite_summary(report_dir: Path, outcomes: dict[str, str] | None = None) -> Path:
-    path = report_dir / SUMMARY_FILE
-    path.write_text(suite_summary(load_verdicts(report_dir), outcomes))
-    return path
