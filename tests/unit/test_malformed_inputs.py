@@ -71,9 +71,14 @@ class Snapshot:
 
     @classmethod
     def take(cls) -> Snapshot:
+        """Processes: this process' direct children and the private root's tagged ones.
+        Not all descendants: a broker an earlier test in this worker left running (the
+        session's runtime) forks helpers of its own now and then (RabbitMQ's disk
+        monitor runs `df` through a shell), which is nothing this test started."""
         return cls(frozenset(directory for directory, _ in runs.known_runs()),
                    tuple(sorted(ports.reservations().items())),
-                   frozenset(p.pid for p in psutil.Process().children(recursive=True)))
+                   frozenset(p.pid for p in psutil.Process().children())
+                   | frozenset(p.pid for p in runs.tagged_processes()))
 
     def assert_nothing_started_since(self) -> None:
         after = Snapshot.take()
