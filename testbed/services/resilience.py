@@ -85,7 +85,7 @@ class Downstream:
         timeout, headers = self.knobs.timeout_s, {}
         if deadline is not None:  # only the time the caller has left, and tell downstream
             timeout = max(0.001, min(timeout, deadlines.remaining(deadline)))
-            headers = {deadlines.HEADER: f"{deadline:.3f}"}
+            headers = deadlines.forward(deadline)
         self.stats.count("downstream_calls")
         try:
             response = self._session().post(self.url, json=order, timeout=timeout,
