@@ -25,6 +25,7 @@ from testbed.observe import RunResult, run_trial
 from testbed.report.suite_report import save_outcomes, write_reports
 from testbed.report.verdicts import VERDICTS_DIR, save_verdicts
 from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
+from testbed.scenario import Experiment
 from testbed.topology import Topology
 
 _OUTCOMES = pytest.StashKey[dict[str, str]]()
@@ -114,6 +115,14 @@ def testbed_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
+
+
+@pytest.fixture(scope="module")
+def experiment(request: pytest.FixtureRequest, testbed_runtime: Runtime) -> Experiment:
+    """The test module's experiment: its trials and verdicts saved under its name
+    (``test_e02_outage.py`` -> ``e02-outage``), where the report finds them."""
+    return Experiment.for_module(request.module.__name__, testbed_runtime,
+                                 _report_dir(request.config))
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ requests  one row per request the open-loop load generator scheduled
     t_sent       float  when it actually left (late sends show a saturated generator)
     latency_s    float  response time measured from t_scheduled, so a stalled sender
                         cannot hide latency (no coordinated omission); NaN: no response
+    waited_s     float  what the user waited for any outcome (answer, error, giving up),
+                        from t_scheduled; NaN only for a request never sent
     status       int    HTTP status; 0 when no HTTP response came back
     error        str    "" when fine; else e.g. "timeout", "connection", "http_503"
     ok           bool   the user got what they asked for

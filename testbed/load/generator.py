@@ -105,6 +105,8 @@ class LoadGenerator:
             "t_scheduled": scheduled - self.origin,
             "t_sent": sent - self.origin,
             "latency_s": np.where(finished & (status > 0), done - scheduled, np.nan),
+            # what the user waited for any outcome: an answer, an error, or giving up
+            "waited_s": np.where(finished, done - scheduled, np.nan),
             "status": status,
             "error": [e or ("" if f else "not_sent")
                       for e, f in zip(result.error, finished, strict=True)],

@@ -54,7 +54,8 @@ class RunResult:
         frames = {}
         for frame in _FRAMES:
             loaded = pd.read_csv(directory / f"{frame}.csv", keep_default_na=False,
-                                 na_values={"latency_s": [""], "t_sent": [""], "value": [""]})
+                                 na_values={"latency_s": [""], "waited_s": [""], "t_sent": [""],
+                                            "value": [""]})
             frames[frame] = loaded
         return cls(meta.pop("name"), frames["requests"], frames["samples"], frames["events"],
                    frames["ledgers"], meta)

@@ -8,6 +8,7 @@ the dead-letter queues (as ledgers named ``<queue>.dlq``).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict
 
@@ -23,6 +24,7 @@ from testbed.runtime.base import Deployment, retry_queue
 from testbed.topology import Knobs
 
 SETTLE_S = 0.5  # drained must hold this long: the management API's counts lag 250 ms
+_TRIALS = itertools.count(1)  # numbers each trial of this process: order ids never repeat
 
 
 def queues_drained(deployment: Deployment) -> bool:
@@ -79,8 +81,11 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
     count from there too.
     """
     name = name or deployment.topology.name
+    # Two trials on one deployment must not share order ids: the ledgers keep counting
+    # across trials, and the audit reads only this trial's orders (the prefix).
+    prefix = f"{name}-{deployment.id}-t{next(_TRIALS)}"
     generator = LoadGenerator(deployment.entry_url, profile, topology=deployment.topology.name,
-                              timeout_s=timeout_s, order_prefix=f"{name}-{deployment.id}")
+                              timeout_s=timeout_s, order_prefix=prefix)
     generator.start()
     timeline = Timeline(origin=generator.start_time)
     sampler = Sampler(deployment, period_s, origin=generator.start_time).start()
@@ -106,7 +111,8 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
     meta = {"topology": deployment.topology.name, "deployment": deployment.id,
             "runtime": deployment.runtime, "profile": [asdict(s) for s in profile.steps],
             "load": asdict(generator.summary()), "drained": drained,
-            "faults": [f"{p.fault.describe()} at {p.at} s for {p.duration} s" for p in plan],
+            "order_prefix": prefix, "user_timeout_s": timeout_s,
+            "faults": [planned_text(p) for p in plan],
             "knobs": knobs_changed(deployment)}
     ledgers = {**deployment.ledgers(), **dead_letters(deployment)}
     return RunResult(name, requests, samples, events_frame(timeline), ledgers_frame(ledgers),
@@ -118,6 +124,15 @@ def knobs_changed(deployment: Deployment) -> dict[str, dict[str, object]]:
     defaults = asdict(Knobs())
     return {spec.name: {k: v for k, v in asdict(spec.knobs).items() if defaults[k] != v}
             for spec in deployment.topology.services}
+
+
+def planned_text(planned: Planned) -> str:
+    """"latency 400 ms on orders-payments at 2 s for 5 s"; a one-off (a poison message)
+    or a fault left until the end has no duration to state."""
+    when = f"at {planned.at:g} s"
+    if planned.duration is not None:
+        when += f" for {planned.duration:g} s"
+    return f"{planned.fault.describe()} {when}"
 
 
 def _plan_end(plan: list[Planned]) -> float:

@@ -68,11 +68,6 @@ class ExperimentReport:
         return {name: base64.b64encode(png).decode() for name, png in self.charts.items()}
 
 
-def module_of(experiment: str) -> str:
-    """The pytest module that ran an experiment: e05-retry-storm -> test_e05_retry_storm."""
-    return "test_" + experiment.replace("-", "_")
-
-
 def title_of(experiment: str) -> str:
     code, _, words = experiment.partition("-")
     return f"{code.upper()} {words.replace('-', ' ')}"
@@ -98,8 +93,7 @@ def _show(value: object) -> str:
 
 
 def verdict_rows(verdicts: pd.DataFrame, experiment: str) -> list[VerdictRow]:
-    mine = verdicts[verdicts["test"].str.contains(f"/{module_of(experiment)}.py::",
-                                                  regex=False)]
+    mine = verdicts[verdicts["experiment"] == experiment]
     return [VerdictRow(str(r.title), str(r.name),
                        _show(r.predicted) + (f" ({r.tolerance_text})" if r.tolerance_text
                                              else ""),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jinja2
 
+from testbed.errors import TestbedError
 from testbed.report.history import (
     HISTORY_FILE,
     Regression,
@@ -22,7 +23,6 @@ from testbed.report.render import (
     ExperimentReport,
     build_report,
     experiments_in,
-    module_of,
     write_files,
 )
 from testbed.report.verdicts import SUMMARY_FILE, load_verdicts, suite_summary
@@ -31,6 +31,10 @@ OUTCOMES_FILE = "outcomes.json"
 INDEX_HTML = "index.html"
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("testbed.report", "templates"),
                           autoescape=jinja2.select_autoescape(["html"]))
+
+
+class ReportError(TestbedError):
+    """The reports cannot be written from what was saved (verdicts without runs)."""
 
 
 @dataclass
@@ -58,17 +62,22 @@ def write_reports(report_dir: Path, record_history: bool = False) -> SuiteReport
     verdicts = load_verdicts(report_dir)
     outcomes = load_outcomes(report_dir)
     reports = []
-    recorded = " ".join(verdicts["test"])
-    for experiment in experiments_in(report_dir):
-        if f"/{module_of(experiment)}.py::" not in recorded:
-            continue  # results of some other session, with no verdicts of this one
+    recorded = set(verdicts["experiment"])
+    saved = set(experiments_in(report_dir))
+    unsaved = sorted(recorded - saved)
+    if unsaved:  # a report that cannot be written is an error, not silence
+        raise ReportError(f"experiment(s) {unsaved} recorded verdicts but saved no runs "
+                          f"under {report_dir / 'runs'}; keep each trial with "
+                          "Experiment.keep / trial / paired (they save under the "
+                          "experiment's name)")
+    for experiment in sorted(saved & recorded):  # runs without verdicts: another session's
         report = build_report(report_dir, experiment, verdicts)
         write_files(report_dir, report)
         reports.append(report)
     if record_history:
         append_history(report_dir, verdicts)
     regressions = trend(load_history(report_dir / HISTORY_FILE))
-    links = {module_of(r.name): f"{r.name}/report.md" for r in reports}
+    links = {r.name: f"{r.name}/report.md" for r in reports}
     summary = report_dir / SUMMARY_FILE
     summary.write_text(suite_summary(verdicts, outcomes, links))
     held = int(verdicts["passed"].sum()) if len(verdicts) else 0

@@ -16,7 +16,7 @@ from testbed.analysis.hypotheses import Hypotheses, format_number
 
 VERDICTS_DIR = "verdicts"
 SUMMARY_FILE = "summary.md"
-COLUMNS = ["test", "title", "name", "claim", "predicted", "measured", "tolerance_text",
+COLUMNS = ["experiment", "test", "title", "name", "claim", "predicted", "measured", "tolerance_text",
            "passed", "finding"]
 
 
@@ -24,11 +24,21 @@ def _safe(test: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", test).strip("_")
 
 
-def save_verdicts(report_dir: Path, test: str, hypotheses: Hypotheses) -> Path:
-    """Append one Hypotheses' verdicts to the test's file under report_dir/verdicts/."""
+def experiment_of(test: str) -> str:
+    """The experiment a test belongs to when it did not say: its file's stem, as the
+    experiment API names it (``experiments/test_e02_outage.py::t`` -> ``e02-outage``)."""
+    stem = Path(test.split("::", 1)[0]).stem.removeprefix("test_")
+    return stem.replace("_", "-").lower()
+
+
+def save_verdicts(report_dir: Path, test: str, hypotheses: Hypotheses,
+                  experiment: str | None = None) -> Path:
+    """Append one Hypotheses' verdicts to the test's file under report_dir/verdicts/,
+    under ``experiment`` (the name its runs are saved under; default: from the test)."""
     frame = hypotheses.to_frame()
     frame.insert(0, "title", hypotheses.title)
     frame.insert(0, "test", test)
+    frame.insert(0, "experiment", experiment or experiment_of(test))
     path = report_dir / VERDICTS_DIR / f"{_safe(test)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame[COLUMNS].to_csv(path, mode="a", header=not path.exists(), index=False)
@@ -43,6 +53,8 @@ def load_verdicts(report_dir: Path) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files],
                       ignore_index=True)
     frame["passed"] = frame["passed"].astype(str).str.lower() == "true"
+    if "experiment" not in frame:  # saved before verdicts named their experiment
+        frame.insert(0, "experiment", frame["test"].map(experiment_of))
     return frame.sort_values("test", kind="stable").reset_index(drop=True)
 
 
@@ -58,7 +70,7 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
                   links: dict[str, str] | None = None) -> str:
     """Markdown: one section per experiment module, each hypothesis with predicted vs
     measured and its verdict; ``outcomes`` (test id -> passed/failed) adds test results,
-    ``links`` (module name -> its incident report) links each section to its report."""
+    ``links`` (experiment name -> its incident report) links each section to its report."""
     aborted = {t: o.removeprefix("aborted: ") for t, o in (outcomes or {}).items()
                if o.startswith("aborted")}
     lines = ["# Experiment suite", ""]
@@ -71,11 +83,9 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
     held = int(verdicts["passed"].sum())
     lines += [f"{held} of {len(verdicts)} hypotheses hold"
               f" across {verdicts['test'].nunique()} tests.", ""]
-    modules = verdicts["test"].str.split("::").str[0]
-    for module, group in verdicts.groupby(modules, sort=True):
-        stem = Path(str(module)).stem
-        link = (links or {}).get(stem)
-        lines += [f"## [{stem}]({link})" if link else f"## {stem}", ""]
+    for experiment, group in verdicts.groupby("experiment", sort=True):
+        link = (links or {}).get(str(experiment))
+        lines += [f"## [{experiment}]({link})" if link else f"## {experiment}", ""]
         for title, rows in group.groupby("title", sort=False):
             lines += [f"**{title}**", "", "| hypothesis | predicted | measured | verdict |",
                       "|---|---|---|---|"]

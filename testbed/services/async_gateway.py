@@ -31,6 +31,7 @@ from testbed.services.crash import CrashPoints
 from testbed.services.ledger import Ledger
 from testbed.services.outbox import OutboxStore, relay_forever
 from testbed.services.stats import Stats
+from testbed.services.work import ServiceTime
 from testbed.services.wsgi import Environ, Reply, make_app, serve
 
 AFTER_WRITE = "after_write"  # crash point: order stored, event not yet published
@@ -125,6 +126,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     crash = CrashPoints(config.name, (AFTER_WRITE,))
     store = OutboxStore(Path(config.ledger_path + ".db")) if knobs.outbox else None
     ledger = store if store is not None else Ledger(Path(config.ledger_path))
+    service_time = ServiceTime(knobs, config.name)
 
     def send(order: dict[str, Any], body: bytes) -> Reply:
         """Direct publish or request-reply; the reply to give the caller."""
@@ -153,6 +155,10 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     def place_order(environ: Environ) -> Reply:
         order = parse_order(environ)
         stats.count("received")
+        # The same work as the sync gateway spends (work_ms), so a paired flow compares
+        # equal work and differs only in how the rest of the chain is reached.
+        if seconds := service_time.next_seconds():
+            time.sleep(seconds)
         body = json.dumps(order).encode()
         if store is not None:
             store.record_with_event(order["order_id"], body)

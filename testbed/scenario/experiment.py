@@ -1,0 +1,217 @@
+"""Running an experiment: trials under one name, kept where the report will find them.
+
+    experiment = Experiment.for_module("test_e02_outage", runtime, Path("reports"))
+    results = experiment.paired(paired(2), constant(20, 8),
+                                [unreachable("payments", at=2, duration=3)])
+    experiment.check(hypotheses_over(results))        # records the verdicts, asserts
+    experiment.negative_control(wrong_claims(results), "sync edge errors")
+
+The experiment's name (``e02-outage``) comes from the test module or scenario file, and
+every trial and verdict is saved under it, so the report joins them by that name and
+nothing has to be spelled twice. Trials of one experiment share nothing but the machine:
+``paired`` runs the sync and the async trial at the same time (``concurrent=True``), each
+on its own deployment, after both are up.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.analysis import Hypotheses, HypothesisFailed
+from testbed.errors import TestbedError
+from testbed.faults import Planned
+from testbed.load import LoadProfile
+from testbed.observe import RunResult, run_trial
+from testbed.report.verdicts import save_verdicts
+from testbed.runtime import Deployment, Runtime
+from testbed.scenario.faults import ServiceFault, resolve
+from testbed.topology import Topology
+
+RUNS_DIR = "runs"
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+FaultPlan = Sequence[ServiceFault] | Callable[[Deployment], list[Planned]]
+
+
+class ExperimentError(TestbedError):
+    """An experiment was asked something it cannot do (a bad name, a missing control)."""
+
+
+def name_of_module(module: str) -> str:
+    """``experiments.test_e02_outage`` -> ``e02-outage``: the report's folder name."""
+    stem = module.rsplit(".", 1)[-1].removeprefix("test_")
+    return stem.replace("_", "-").lower()
+
+
+def current_test() -> str:
+    """The running pytest test id (what JUnit and the summary list), if any."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+
+
+def plan_for(faults: FaultPlan, deployment: Deployment) -> list[Planned]:
+    """The fault plan for one deployment: faults that mean nothing for its shape (a
+    poison message in an HTTP chain, a broker outage) leave that shape untouched."""
+    if callable(faults):
+        return faults(deployment)
+    return resolve([f for f in faults if f.applies_to(deployment.topology)], deployment)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial to run: a topology under a load and faults, kept under ``key``; options
+    go to ``run_trial`` (timeout_s: the users' patience, drain_timeout_s, ...)."""
+
+    key: str
+    topology: Topology
+    profile: LoadProfile
+    faults: FaultPlan = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    """One experiment's trials and verdicts, under one name in one report folder."""
+
+    name: str
+    runtime: Runtime
+    report_dir: Path
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise ExperimentError(f"experiment name {self.name!r}: use lower-case letters, "
+                                  "digits and dashes (e.g. e02-outage); it names the "
+                                  "report's folder")
+
+    @classmethod
+    def for_module(cls, module: str, runtime: Runtime, report_dir: Path) -> Experiment:
+        return cls(name_of_module(module), runtime, report_dir)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.report_dir / RUNS_DIR / self.name
+
+    # ----------------------------------------------------------------------- trials
+
+    def keep(self, key: str, result: RunResult) -> RunResult:
+        """Save one trial's result under this experiment (the report reads it there)."""
+        if not NAME.match(key.replace("_", "-")):
+            raise ExperimentError(f"trial key {key!r}: use letters, digits, - and _")
+        result.save(self.runs_dir / key)
+        return result
+
+    def trial(self, topology: Topology, profile: LoadProfile, faults: FaultPlan = (),
+              key: str | None = None, **options: Any) -> RunResult:
+        """Deploy, run the load and faults, tear down, keep the result under ``key``
+        (default: the topology's name)."""
+        with self.runtime.deploy(topology) as deployment:
+            result = run_trial(deployment, profile, plan_for(faults, deployment),
+                               name=key or topology.name, **options)
+        return self.keep(key or topology.name, result)
+
+    def paired(self, topologies: Iterable[Topology], profile: LoadProfile,
+               faults: FaultPlan = (), keys: Sequence[str] | None = None,
+               concurrent: bool = True, **options: Any) -> dict[str, RunResult]:
+        """The same load and faults on each topology (sync and async, usually); results
+        keyed by ``keys`` (default: the topologies' names)."""
+        tops = list(topologies)
+        names = list(keys) if keys is not None else [t.name for t in tops]
+        if len(names) != len(tops):
+            raise ExperimentError(f"paired: {len(tops)} topologies need as many keys, "
+                                  f"got {names}")
+        return self.trials([Trial(k, t, profile, faults, options)
+                            for k, t in zip(names, tops, strict=True)], concurrent)
+
+    def trials(self, trials: Sequence[Trial], concurrent: bool = True
+               ) -> dict[str, RunResult]:
+        """Several trials, each on its own deployment, run at the same time (after all
+        are up) unless ``concurrent`` is False; results by key, each kept."""
+        names = [t.key for t in trials]
+        if len(set(names)) != len(names):
+            raise ExperimentError(f"trials need distinct keys, got {names}")
+        if not concurrent:
+            return {t.key: self.trial(t.topology, t.profile, t.faults, t.key, **t.options)
+                    for t in trials}
+        deployments: list[Deployment] = []
+        try:
+            for spec in trials:  # up one after the other: the trials start together
+                deployments.append(self.runtime.deploy(spec.topology))
+            plans = [plan_for(t.faults, d) for t, d in zip(trials, deployments, strict=True)]
+            found = run_together([functools.partial(run_trial, d, t.profile, p, name=t.key,
+                                                    **t.options)
+                                  for d, p, t in zip(deployments, plans, trials, strict=True)])
+        finally:
+            close_all(deployments)
+        return {t.key: self.keep(t.key, r) for t, r in zip(trials, found, strict=True)}
+
+    # --------------------------------------------------------------------- verdicts
+
+    def record(self, hypotheses: Hypotheses) -> Hypotheses:
+        """Keep the verdicts under this experiment (and the running test) for the
+        reports; print them (visible with -s and in the captured output)."""
+        print("\n" + hypotheses.report())
+        save_verdicts(self.report_dir, current_test() or self.name, hypotheses, self.name)
+        return hypotheses
+
+    def check(self, hypotheses: Hypotheses) -> None:
+        """Record the verdicts, then fail the test if any does not hold."""
+        self.record(hypotheses).assert_all()
+
+    def negative_control(self, hypotheses: Hypotheses, *must_fail: str) -> None:
+        """A control: the named hypotheses, read on a run with the mechanism switched
+        off, must NOT hold (else the claim could not fail, and proves nothing)."""
+        if not must_fail:
+            raise ExperimentError("negative_control: name the hypotheses that must fail")
+        print("\n" + hypotheses.report())
+        known = {v.name for v in hypotheses.verdicts}
+        unknown = sorted(set(must_fail) - known)
+        if unknown:
+            raise ExperimentError(f"negative control: no hypothesis named {unknown}; "
+                                  f"checked: {sorted(known)}")
+        held = sorted(set(must_fail) - {v.name for v in hypotheses.failed})
+        if held:
+            raise HypothesisFailed(f"negative control of {self.name}: {held} held on the "
+                                   "control run, so the claim cannot tell the mechanism "
+                                   "from its absence\n" + hypotheses.report(),
+                                   hypotheses.verdicts)
+
+
+def run_together(calls: Sequence[Callable[[], RunResult]]) -> list[RunResult]:
+    """Run the calls in threads at once; every one finishes; the first error is raised."""
+    results: list[RunResult | None] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def one(index: int) -> None:
+        try:
+            results[index] = calls[index]()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors[index] = exc
+
+    threads = [threading.Thread(target=one, args=(i,), name=f"trial-{i}", daemon=True)
+               for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return [r for r in results if r is not None]
+
+
+def close_all(deployments: Sequence[Deployment]) -> None:
+    """Tear every deployment down, the last first; the first failure is raised after
+    all were tried."""
+    failure: BaseException | None = None
+    for deployment in reversed(deployments):
+        try:
+            deployment.close()
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure

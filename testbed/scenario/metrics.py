@@ -1,0 +1,288 @@
+"""The metric vocabulary: one definition per quantity, read off one trial's RunResult.
+
+Hypotheses, scenario files, the incident summary, the timeline and the charts all read
+these functions, so a number has the same meaning everywhere it is printed:
+
+- edge latency is what the user WAITED for an outcome (an answer, an error, or giving
+  up), from the scheduled send time; an order never sent has none;
+- the fault's window runs from its first injection to its last removal;
+- backlog is the messages ready in the consumer queues (DLQs and retry queues apart),
+  summed per sample time, or one queue's when ``queue`` is given;
+- drain time is the seconds from the fault's removal until the backlog is back within
+  ``tolerance`` messages of its level before the fault and stays there for 1 s;
+- recovery time is the same for the edge error rate (0.5 s windows, within 5 points);
+- lost, duplicated and dead-lettered count only THIS trial's orders (its order-id
+  prefix), so two trials on one deployment do not mix.
+
+Each function names its window arguments ``start`` / ``end`` (scheduled send time, in
+seconds on the trial's timeline; None: open). A value that cannot be measured is NaN
+(levels, rates) or None (a duration of something that never happened).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from testbed.analysis import (
+    Audit,
+    between,
+    error_rate,
+    fault_windows,
+    growth_rate,
+    ledger_audit,
+    peak,
+    series,
+    time_to_recover,
+)
+from testbed.analysis import time_to_detect as detect
+from testbed.errors import TestbedError
+from testbed.observe import RunResult
+
+DLQ_SUFFIX, RETRY_SUFFIX = ".dlq", ".retry"
+RECOVERY_WINDOW_S = 0.5
+RECOVERY_TOLERANCE = 0.05  # edge error rate within 5 points of its baseline
+DRAIN_TOLERANCE = 2.0  # messages
+HOLD_S = 1.0
+
+
+class MetricError(TestbedError, ValueError):
+    """A metric asked of a run that cannot answer it (no such service or queue)."""
+
+
+# ----------------------------------------------------------------------------- windows
+
+def fault_span(result: RunResult) -> tuple[float | None, float | None]:
+    """(first injection, last removal) on the trial's timeline; None where none."""
+    windows = fault_windows(result.events) if not result.events.empty else []
+    if not windows:
+        return None, None
+    ends = [w.end for w in windows]
+    return min(w.start for w in windows), (None if None in ends
+                                           else max(e for e in ends if e is not None))
+
+
+def _requests(result: RunResult, start: float | None, end: float | None) -> pd.DataFrame:
+    return between(result.requests, start, end)
+
+
+# -------------------------------------------------------------------------------- edge
+
+def waited(requests: pd.DataFrame) -> pd.Series:
+    """Seconds each user waited for an outcome (answer, error or giving up)."""
+    if "waited_s" in requests:
+        return requests["waited_s"].astype(float).fillna(requests["latency_s"])
+    return requests["latency_s"].astype(float)  # a run saved before waited_s existed
+
+
+def edge_errors(result: RunResult, start: float | None = None,
+                end: float | None = None) -> int:
+    """Orders the user saw fail (optionally only those scheduled in [start, end))."""
+    return int((~_requests(result, start, end)["ok"].astype(bool)).sum())
+
+
+def edge_error_rate(result: RunResult, start: float | None = None,
+                    end: float | None = None) -> float:
+    """Fraction of the orders scheduled in [start, end) that failed; NaN if none."""
+    ok = _requests(result, start, end)["ok"].astype(bool)
+    return float((~ok).mean()) if len(ok) else math.nan
+
+
+def edge_latency(result: RunResult, q: float, start: float | None = None,
+                 end: float | None = None) -> float:
+    """The q-th percentile (0-100) of what users waited, over orders in [start, end)."""
+    values = waited(_requests(result, start, end)).to_numpy(dtype=float)
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, q)) if values.size else math.nan
+
+
+def windowed_waits(requests: pd.DataFrame, window_s: float,
+                   percentiles: tuple[float, ...] = (50, 95, 99)) -> pd.DataFrame:
+    """Percentiles of what users waited per window of scheduled time (for charts)."""
+    if requests.empty:
+        return pd.DataFrame(columns=[f"p{p:g}" for p in percentiles])
+    keys = np.floor(np.round(requests["t_scheduled"].to_numpy(dtype=float) / window_s, 9))
+    grouped = waited(requests).groupby(keys)
+    table = grouped.quantile([p / 100 for p in percentiles]).unstack()
+    table.columns = [f"p{p:g}" for p in percentiles]
+    table.index = table.index * window_s
+    return table
+
+
+def accepted(result: RunResult) -> set[str]:
+    """Orders the edge accepted (the user got a success)."""
+    return set(result.requests.loc[result.requests["ok"].astype(bool), "order_id"])
+
+
+def time_to_recover_edge(result: RunResult) -> float | None:
+    """Seconds from the fault's removal until the edge error rate is back to its
+    baseline (within 5 points, 0.5 s windows, holding 1 s)."""
+    start, end = fault_span(result)
+    if start is None:
+        return None
+    rate = error_rate(result.requests, window_s=RECOVERY_WINDOW_S)
+    return time_to_recover(rate, start, end, tolerance=RECOVERY_TOLERANCE, hold_s=HOLD_S)
+
+
+# ------------------------------------------------------------------------------ queues
+
+def backlog(result: RunResult, queue: str | None = None) -> pd.Series:
+    """Messages ready: one queue's, or summed over every consumer queue (not DLQs nor
+    retry queues) per sample time. Empty for a run without queues."""
+    if queue is not None:
+        return series(result.samples, f"queue:{queue}", "ready")
+    return _queues(result.samples, lambda name: not name.endswith((DLQ_SUFFIX, RETRY_SUFFIX)))
+
+
+def dead_letter_depth(result: RunResult, queue: str | None = None) -> pd.Series:
+    """Messages ready in one DLQ (``payments.dlq``) or in every DLQ summed."""
+    if queue is not None:
+        return series(result.samples, f"queue:{queue}", "ready")
+    return _queues(result.samples, lambda name: name.endswith(DLQ_SUFFIX))
+
+
+def _queues(samples: pd.DataFrame, keep: Callable[[str], bool]) -> pd.Series:
+    rows = samples[samples["source"].str.startswith("queue:") & (samples["metric"] == "ready")]
+    rows = rows[rows["source"].str.removeprefix("queue:").map(keep).astype(bool)]
+    if rows.empty:
+        return pd.Series([], dtype=float, name="backlog")
+    return rows.groupby(rows["t"].round(2))["value"].sum().rename("backlog")
+
+
+def backlog_peak(result: RunResult, queue: str | None = None) -> float:
+    """The most messages ready at once (0 for a run without queues)."""
+    values = backlog(result, queue)
+    return peak(values)[0] if len(values) else 0.0
+
+
+def dlq_peak(result: RunResult, queue: str | None = None) -> float:
+    values = dead_letter_depth(result, queue)
+    return peak(values)[0] if len(values) else 0.0
+
+
+def backlog_growth(result: RunResult, start: float, end: float,
+                   queue: str | None = None) -> float:
+    """Least-squares slope of the backlog (messages/s) over [start, end]."""
+    return growth_rate(backlog(result, queue), start, end)
+
+
+def drain_time(result: RunResult, queue: str | None = None,
+               tolerance: float = DRAIN_TOLERANCE) -> float | None:
+    """Seconds from the fault's removal until the backlog is back within ``tolerance``
+    messages of its level before the fault, holding 1 s. None: never drained (or no
+    fault was removed); 0.0 for a run without queues."""
+    values = backlog(result, queue)
+    start, end = fault_span(result)
+    if values.empty:
+        return 0.0
+    if start is None:
+        return None
+    return time_to_recover(values, start, end, tolerance=tolerance, hold_s=HOLD_S)
+
+
+def queue_time_to_detect(result: RunResult, threshold: float,
+                         queue: str | None = None) -> float | None:
+    """Seconds from the injection until the backlog first reaches ``threshold``."""
+    start, _ = fault_span(result)
+    return None if start is None else detect(backlog(result, queue), threshold, start)
+
+
+def edge_time_to_detect(result: RunResult, threshold: float = 0.05,
+                        window_s: float = 1.0) -> float | None:
+    """Seconds from the injection until a window's edge error rate reaches ``threshold``
+    (the window's start counts, as an alert over scheduled time would see it)."""
+    start, _ = fault_span(result)
+    rate = error_rate(result.requests, window_s=window_s)
+    return None if start is None else detect(rate, threshold, start)
+
+
+# ------------------------------------------------------------------------------ ledgers
+
+def mine(result: RunResult, ledger: dict[str, int]) -> dict[str, int]:
+    """The ledger's entries for THIS trial's orders (its order-id prefix)."""
+    prefix = result.meta.get("order_prefix")
+    return ledger if not prefix else {k: v for k, v in ledger.items()
+                                      if str(k).startswith(f"{prefix}-")}
+
+
+def processed(result: RunResult, service: str) -> dict[str, int]:
+    """This trial's orders in a service's ledger -> times processed."""
+    if service not in set(result.ledgers["service"]):
+        known = sorted(set(result.ledgers["service"]))
+        if not known or service.endswith(DLQ_SUFFIX):
+            return {}
+        raise MetricError(f"no ledger of {service!r} in run {result.name!r}; ledgers: "
+                          f"{', '.join(map(str, known))}")
+    return mine(result, result.processed(service))
+
+
+def last_stage(result: RunResult) -> str | None:
+    """The service whose ledger says an order is done: the last listed (not a DLQ)."""
+    services = [str(s) for s in result.ledgers["service"].unique()
+                if not str(s).endswith(DLQ_SUFFIX)]
+    return services[-1] if services else None
+
+
+def audit(result: RunResult, stage: str | None = None) -> Audit:
+    """Accepted orders against the stage's ledger (default: the last stage) and every
+    DLQ: lost, duplicated, dead-lettered, of this trial only."""
+    stage = stage or last_stage(result)
+    if stage is None:
+        raise MetricError(f"run {result.name!r} has no ledger to audit")
+    dead = {k for s in set(result.ledgers["service"]) if str(s).endswith(DLQ_SUFFIX)
+            for k in processed(result, str(s))}
+    return ledger_audit(accepted(result), processed(result, stage), dead_lettered=dead)
+
+
+def lost(result: RunResult, stage: str | None = None) -> int:
+    return audit(result, stage).lost
+
+
+def duplicated(result: RunResult, stage: str | None = None) -> int:
+    return audit(result, stage).duplicated
+
+
+def dead_lettered(result: RunResult, stage: str | None = None) -> int:
+    return audit(result, stage).dead_lettered
+
+
+def calls(result: RunResult, service: str) -> int:
+    """Side effects the service performed for this trial (duplicates included)."""
+    return sum(processed(result, service).values())
+
+
+def counter(result: RunResult, service: str, name: str) -> float:
+    """The last sampled value of a service counter (0 if it never counted)."""
+    samples = result.samples
+    rows = samples[(samples["source"] == f"service:{service}") & (samples["metric"] == name)]
+    return float(rows["value"].iloc[-1]) if len(rows) else 0.0
+
+
+def drained(result: RunResult) -> bool:
+    return bool(result.meta.get("drained", True))
+
+
+# ------------------------------------------------------------------------- by name
+
+METRICS: dict[str, Callable[..., Any]] = {
+    "edge_errors": edge_errors,
+    "edge_error_rate": edge_error_rate,
+    "edge_latency": edge_latency,
+    "time_to_recover": time_to_recover_edge,
+    "edge_time_to_detect": edge_time_to_detect,
+    "backlog_peak": backlog_peak,
+    "backlog_growth": backlog_growth,
+    "dlq_peak": dlq_peak,
+    "drain_time": drain_time,
+    "queue_time_to_detect": queue_time_to_detect,
+    "lost": lost,
+    "duplicated": duplicated,
+    "dead_lettered": dead_lettered,
+    "calls": calls,
+    "counter": counter,
+    "drained": drained,
+}
