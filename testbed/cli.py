@@ -258,7 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     return run_suite(SuiteRun(everything=args.all, workers=args.workers,
                               report_dir=Path(args.report_dir), runtime=args.runtime,
-                              select=args.k))
+                              select=args.k, files=tuple(Path(f) for f in args.files)))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -331,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("rest", nargs=argparse.REMAINDER)
     images.set_defaults(func=cmd_images)
 
-    run = sub.add_parser("run", help="run the flagship experiments (--all: the catalog) "
-                                     "and write the suite summary")
-    run.add_argument("--all", action="store_true", help="every experiment, not only flagship")
+    run = sub.add_parser("run", help="run scenario files, the flagship experiments or "
+                                     "(--all) the catalog, and write the reports")
+    run.add_argument("files", nargs="*", metavar="FILE.toml",
+                     help="scenario files to run (default: the flagship experiments)")
+    run.add_argument("--all", action="store_true", help="every experiment and scenario "
+                     "file, not only the flagship")
     run.add_argument("-n", "--workers", type=int, default=2, help="parallel workers (2)")
     run.add_argument("--report-dir", default="reports")
     run.add_argument("--runtime", default="local")

@@ -22,6 +22,7 @@ from testbed.errors import ExperimentAborted
 from testbed.faults import Planned
 from testbed.load import LoadProfile
 from testbed.observe import RunResult, run_trial
+from testbed.pytest_scenarios import ScenarioFile, is_scenario_file
 from testbed.report.suite_report import save_outcomes, write_reports
 from testbed.report.verdicts import VERDICTS_DIR, save_verdicts
 from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
@@ -54,6 +55,7 @@ def _report_dir(config: pytest.Config) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "experiment: a chaos experiment with hypotheses")
+    config.addinivalue_line("markers", "scenario: a test collected from a scenario file")
     _CONFIG[:] = [config]
     config.stash[_OUTCOMES] = {}
     if _controller(config):  # verdicts of an earlier session would mix into the summary
@@ -88,8 +90,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the reports (and a history entry) when any test recorded verdicts."""
+    """Close the runtime if a scenario file opened it, then write the reports (and a
+    history entry) when any test recorded verdicts."""
     config = session.config
+    close_shared_runtime(config)
     report_dir = _report_dir(config)
     aborted = any(o.startswith("aborted") for o in config.stash[_OUTCOMES].values())
     if not _controller(config) or not ((report_dir / VERDICTS_DIR).exists() or aborted):
@@ -106,15 +110,41 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             reporter.write_line(f"testbed: REGRESSION: {regression}")
 
 
+_RUNTIME = pytest.StashKey[list[Runtime]]()
+
+
+def shared_runtime(config: pytest.Config) -> Runtime:
+    """The session's one runtime (run id, broker, Toxiproxy), opened on first use by a
+    test or a scenario file; closed when the session's fixtures end, or at its finish."""
+    opened = config.stash.setdefault(_RUNTIME, [])
+    if not opened:
+        runtime = get_runtime(config.getoption("--runtime"))
+        runtime.open()
+        opened.append(runtime)
+    return opened[0]
+
+
+def close_shared_runtime(config: pytest.Config) -> None:
+    opened = config.stash.get(_RUNTIME, [])
+    while opened:
+        opened.pop().close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if not is_scenario_file(file_path):
+        return None
+    collector = ScenarioFile.from_parent(parent, path=file_path)
+    collector.setup_runtime(lambda: shared_runtime(parent.config), _report_dir(parent.config))
+    return collector
+
+
 @pytest.fixture(scope="session")
 def testbed_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     """One runtime (run id, broker, Toxiproxy) shared by the session's deployments."""
-    runtime = get_runtime(request.config.getoption("--runtime"))
-    runtime.open()
     try:
-        yield runtime
+        yield shared_runtime(request.config)
     finally:
-        runtime.close()
+        close_shared_runtime(request.config)
 
 
 @pytest.fixture(scope="module")

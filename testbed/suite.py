@@ -1,8 +1,10 @@
 """Running the experiment suite from the command line (``testbed run``).
 
-The experiments are pytest modules, so the suite is a pytest session: the flagship set
-(``-m flagship``) by default, the whole catalog with ``--all``, in parallel workers
-(pytest-xdist), with the suite summary written by the pytest plugin at the end.
+The experiments are pytest modules and scenario files, so the suite is a pytest session:
+the flagship set (``-m flagship``) by default, the whole catalog (experiments/ and
+scenarios/) with ``--all``, or the scenario files named, in parallel workers
+(pytest-xdist, one experiment's tests on one worker), with the suite summary written by
+the pytest plugin at the end.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 
 from testbed.errors import TestbedError
 from testbed.report.verdicts import SUMMARY_FILE
+from testbed.scenario.spec import load_scenario
 
 EXPERIMENTS_DIR = "experiments"
+SCENARIOS_DIR = "scenarios"
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class SuiteRun:
     report_dir: Path = Path("reports")
     runtime: str = "local"
     select: str | None = None  # a pytest -k expression
+    files: tuple[Path, ...] = ()  # scenario files to run instead of the catalog
 
 
 def find_experiments(start: Path) -> Path:
@@ -40,11 +45,17 @@ def find_experiments(start: Path) -> Path:
 
 
 def pytest_argv(run: SuiteRun, experiments: Path) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", str(experiments), "-p", "no:cacheprovider",
+    if run.files:
+        targets = [str(f.resolve()) for f in run.files]
+    else:
+        scenarios = experiments.parent / SCENARIOS_DIR
+        targets = [str(experiments)] + ([str(scenarios)] if run.everything
+                                        and scenarios.is_dir() else [])
+    argv = [sys.executable, "-m", "pytest", *targets, "-p", "no:cacheprovider",
             "-q", "--report-dir", str(run.report_dir.resolve()), "--runtime", run.runtime]
-    if run.workers > 1:
-        argv += ["-n", str(run.workers)]
-    if not run.everything:
+    if run.workers > 1:  # one experiment's trials run once: all its tests on one worker
+        argv += ["-n", str(run.workers), "--dist", "loadscope"]
+    if not run.everything and not run.files:
         argv += ["-m", "flagship"]
     if run.select:
         argv += ["-k", run.select]
@@ -53,6 +64,8 @@ def pytest_argv(run: SuiteRun, experiments: Path) -> list[str]:
 
 def run_suite(run: SuiteRun) -> int:
     """Run the suite; print the summary; pytest's exit status (0: every verdict held)."""
+    for path in run.files:  # every mistake in a file is found before anything starts
+        load_scenario(path)
     experiments = find_experiments(Path.cwd())
     status = subprocess.call(pytest_argv(run, experiments), cwd=experiments.parent)
     summary = run.report_dir / SUMMARY_FILE

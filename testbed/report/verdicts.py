@@ -16,8 +16,8 @@ from testbed.analysis.hypotheses import Hypotheses, format_number
 
 VERDICTS_DIR = "verdicts"
 SUMMARY_FILE = "summary.md"
-COLUMNS = ["experiment", "test", "title", "name", "claim", "predicted", "measured", "tolerance_text",
-           "passed", "finding"]
+COLUMNS = ["experiment", "test", "title", "name", "claim", "predicted", "measured",
+           "tolerance_text", "passed", "finding"]
 
 
 def _safe(test: str) -> str:

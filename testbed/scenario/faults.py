@@ -43,8 +43,12 @@ class ServiceFault:
     duration: float | None = None  # None: a one-off (poison), or until the load ends
     params: dict[str, Any] = field(default_factory=dict)
     link: str | None = None  # an explicit link, overriding the per-shape resolution
+    only: str | None = None  # "sync" or "async": this shape only (None: every shape)
 
     def __post_init__(self) -> None:
+        if self.only not in (None, "sync", "async"):
+            raise FaultSpecError(f"{self.kind}: only={self.only!r}; give 'sync' or 'async' "
+                                 "(or leave it out for both)")
         if self.kind not in KINDS:
             raise FaultSpecError(f"unknown fault {self.kind!r}; known: {', '.join(KINDS)}")
         if self.fault_name in WHOLE_BROKER and self.service:
@@ -66,12 +70,14 @@ class ServiceFault:
         return f"{subject} {what} {when}"
 
     def applies_to(self, topology: Topology) -> bool:
+        if self.only is not None and topology.shape != self.only:
+            return False
         return not (topology.shape == "sync" and self.fault_name in ASYNC_ONLY)
 
     def targets(self, topology: Topology) -> list[str]:
         """What make_fault aims at in this topology: links, the service, or ""."""
         name = self.fault_name
-        if not self.applies_to(topology):
+        if topology.shape == "sync" and name in ASYNC_ONLY:
             raise FaultSpecError(f"{self.kind} on {self.service or 'the broker'}: a sync "
                                  f"chain has no broker or queue ({topology.name!r}); put "
                                  "it on the async topology only")

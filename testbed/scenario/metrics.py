@@ -113,6 +113,29 @@ def windowed_waits(requests: pd.DataFrame, window_s: float,
     return table
 
 
+def outcome_times(result: RunResult, start: float | None = None,
+                  end: float | None = None) -> pd.Series:
+    """When each user SAW the outcome (answer, error or giving up) of an order scheduled
+    in [start, end), on the trial's timeline: its scheduled time plus what it waited."""
+    requests = _requests(result, start, end)
+    return (requests["t_scheduled"].astype(float) + waited(requests)).rename("seen_t")
+
+
+def edge_alert_time_to_detect(result: RunResult, threshold: float = 0.2,
+                              window_s: float = 0.25) -> float | None:
+    """Seconds from the injection until an alert on the edge error rate fires, over
+    windows of the time outcomes are SEEN (``outcome_times``): at the END of the first
+    window whose share of failed outcomes reaches ``threshold``. Unlike
+    ``edge_time_to_detect`` (scheduled time), a timeout counts only once the user gives
+    up, as a real alert would see it."""
+    start, _ = fault_span(result)
+    seen = outcome_times(result)
+    failed = (~result.requests.loc[seen.index, "ok"].astype(bool)).astype(float)
+    rate = failed.groupby(np.floor(seen / window_s)).mean()
+    rate = pd.Series(rate.to_numpy(), index=(rate.index + 1) * window_s)
+    return None if start is None else detect(rate, threshold, start)
+
+
 def accepted(result: RunResult) -> set[str]:
     """Orders the edge accepted (the user got a success)."""
     return set(result.requests.loc[result.requests["ok"].astype(bool), "order_id"])
@@ -250,6 +273,19 @@ def dead_lettered(result: RunResult, stage: str | None = None) -> int:
     return audit(result, stage).dead_lettered
 
 
+def lost_events(result: RunResult, source: str = "gateway", stage: str | None = None) -> int:
+    """This trial's orders in ``source``'s own ledger (its database: what the business
+    thinks it took, accepted or not) that the stage (default: the last) never processed
+    and no DLQ holds: events lost between the write and the publish."""
+    stage = stage or last_stage(result)
+    if stage is None:
+        raise MetricError(f"run {result.name!r} has no ledger to audit")
+    dead = {k for s in set(result.ledgers["service"]) if str(s).endswith(DLQ_SUFFIX)
+            for k in processed(result, str(s))}
+    return ledger_audit(processed(result, source), processed(result, stage),
+                        dead_lettered=dead).lost
+
+
 def calls(result: RunResult, service: str) -> int:
     """Side effects the service performed for this trial (duplicates included)."""
     return sum(processed(result, service).values())
@@ -260,6 +296,20 @@ def counter(result: RunResult, service: str, name: str) -> float:
     samples = result.samples
     rows = samples[(samples["source"] == f"service:{service}") & (samples["metric"] == name)]
     return float(rows["value"].iloc[-1]) if len(rows) else 0.0
+
+
+def staleness(result: RunResult, q: float) -> float:
+    """The q-th percentile (0-100) of the read-after-write stale window (seconds from a
+    write's answer until a read showed it; 0 when the first read did) over the writes
+    that became visible, in a read-back run (testbed.observe.readback); NaN if none."""
+    writes = result.requests
+    window = writes.loc[writes["visible"].astype(bool), "staleness_s"].to_numpy(dtype=float)
+    return float(np.percentile(window, q)) if window.size else math.nan
+
+
+def stale_first_reads(result: RunResult) -> int:
+    """Writes of a read-back run whose very first read did not show them."""
+    return int((~result.requests["first_read_visible"].astype(bool)).sum())
 
 
 def drained(result: RunResult) -> bool:
@@ -285,4 +335,8 @@ METRICS: dict[str, Callable[..., Any]] = {
     "calls": calls,
     "counter": counter,
     "drained": drained,
+    "edge_alert_time_to_detect": edge_alert_time_to_detect,
+    "lost_events": lost_events,
+    "staleness": staleness,
+    "stale_first_reads": stale_first_reads,
 }
