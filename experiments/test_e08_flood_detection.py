@@ -27,32 +27,14 @@ never fires).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import numpy as np
-import pandas as pd
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_most,
-    close_to,
-    equals,
-    fault_windows,
-    growth_rate,
-    ledger_audit,
-    peak,
-    percentile,
-    series,
-    time_to_detect,
-)
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
-from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
-
-from .conftest import accepted, edge_errors, report, save
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, slower
+from testbed.scenario import metrics as m
+from testbed.topology import Knobs, async_pipeline, sync_chain
 
 RATE, START, T, DURATION = 20, 2.0, 4.0, 10.0
 L_MS, WORK_MS, OVERHEAD_MS, POOL = 1500, 20.0, 2.0, 48
@@ -67,70 +49,40 @@ BACKLOG = (RATE - SLOW_RATE) * T
 KNOBS = Knobs(work_ms=WORK_MS, prefetch=1, pool_size=POOL)
 
 
-def flood_trial(runtime: Runtime, topology: Topology, link: str) -> RunResult:
-    with runtime.deploy(topology) as deployment:
-        plan = [Planned(make_fault(deployment, "latency", link, latency=L_MS), at=START,
-                        duration=T)]
-        return run_trial(deployment, constant(RATE, DURATION), plan,
-                         timeout_s=USER_TIMEOUT_S, drain_timeout_s=15)
-
-
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {"sync": flood_trial(testbed_runtime, sync_chain(2, knobs=KNOBS),
-                                 "orders-payments"),
-             "async": flood_trial(testbed_runtime, async_pipeline(1, knobs=KNOBS),
-                                  "payments-broker")}
-    save(pytestconfig, "e08-flood-detection", found)
-    yield found
-
-
-def fault_span(result: RunResult) -> tuple[float, float]:
-    window = fault_windows(result.events)[0]
-    assert window.end is not None, "the fault was never removed"
-    return window.start, window.end
-
-
-def seen_error_rate(requests: pd.DataFrame) -> pd.Series:
-    """Edge error rate per window of the time each outcome was SEEN (answer, or the
-    user giving up), indexed by the window's end: when an alert on it could fire."""
-    seen = np.where(requests["latency_s"].notna(),
-                    requests["t_scheduled"] + requests["latency_s"],
-                    requests["t_sent"] + USER_TIMEOUT_S)
-    windows = np.floor(seen / ALERT_WINDOW_S)
-    rate = (~requests["ok"]).astype(float).groupby(windows).mean()
-    return pd.Series(rate.to_numpy(), index=(rate.index + 1) * ALERT_WINDOW_S)
+def results(experiment: Experiment) -> dict[str, RunResult]:
+    slow = slower("payments", L_MS, at=START, duration=T)
+    return experiment.paired([sync_chain(2, knobs=KNOBS), async_pipeline(1, knobs=KNOBS)],
+                             constant(RATE, DURATION), [slow], timeout_s=USER_TIMEOUT_S,
+                             drain_timeout_s=15)
 
 
 def edge_alert_hypotheses(result: RunResult) -> Hypotheses:
-    injected, _ = fault_span(result)
     hypotheses = Hypotheses(f"E8 edge alert (>= {ALERT_RATE:.0%} failed in "
                             f"{ALERT_WINDOW_S:g} s): payments +{L_MS} ms at {RATE}/s")
-    detected = time_to_detect(seen_error_rate(result.requests), ALERT_RATE, injected)
     hypotheses.check(close_to("time to detect from edge errors",
-                              USER_TIMEOUT_S + ALERT_WINDOW_S / 2, detected,
-                              abs=DETECT_SLACK_S, unit="s",
-                              none_text="the alert never fired"))
+                              USER_TIMEOUT_S + ALERT_WINDOW_S / 2,
+                              m.edge_alert_time_to_detect(result, ALERT_RATE, ALERT_WINDOW_S),
+                              abs=DETECT_SLACK_S, unit="s", none_text="the alert never fired"))
     return hypotheses
 
 
 def queue_alert_hypotheses(result: RunResult) -> Hypotheses:
-    injected, _ = fault_span(result)
-    backlog = series(result.samples, "queue:payments", "ready")
     hypotheses = Hypotheses(f"E8 queue alert (>= {QUEUE_ALERT} ready): payments' link "
                             f"+{L_MS} ms for {T:g} s at {RATE}/s")
     hypotheses.check(close_to("time to detect from queue depth",
                               QUEUE_ALERT / (RATE - SLOW_RATE) + SAMPLE_S / 2,
-                              time_to_detect(backlog, QUEUE_ALERT, injected), rel=0.2,
-                              unit="s", none_text="the alert never fired"))
-    top, at = peak(backlog)
+                              m.queue_time_to_detect(result, QUEUE_ALERT, "payments"),
+                              rel=0.2, unit="s", none_text="the alert never fired"))
+    top = m.backlog_peak(result, "payments")
     hypotheses.check(close_to("backlog at the removal", BACKLOG, top, rel=0.15,
                               unit="messages"))
-    drained = time_to_detect(backlog, 0, at, above=False)
+    drained = m.drain_time(result, "payments")
     hypotheses.check(close_to("drain time", BACKLOG / (NORMAL_RATE - RATE), drained,
                               rel=0.35, unit="s", none_text="never drained"))
-    early = -growth_rate(backlog, at, at + 1.0)  # what an operator sees 1 s in
+    _, removed = m.fault_span(result)
+    assert removed is not None, "the fault was never removed"
+    early = -m.backlog_growth(result, removed, removed + 1.0, "payments")  # 1 s into it
     hypotheses.check(close_to("drain time vs projection (backlog / early drain rate)",
                               top / early, drained, rel=0.25, unit="s",
                               none_text="never drained"))
@@ -138,25 +90,24 @@ def queue_alert_hypotheses(result: RunResult) -> Hypotheses:
 
 
 def test_sync_failure_is_seen_at_the_edge_within_the_user_timeout(
-        results: dict[str, RunResult]) -> None:
-    report(edge_alert_hypotheses(results["sync"]))
-    assert edge_errors(results["sync"], end=START - 0.1) == 0  # healthy before
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
+    experiment.check(edge_alert_hypotheses(results["sync"]))
+    assert m.edge_errors(results["sync"], end=START - 0.1) == 0  # healthy before
 
 
 def test_async_flood_is_invisible_at_the_edge_and_found_by_queue_depth(
-        results: dict[str, RunResult]) -> None:
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
     result = results["async"]
     hypotheses = queue_alert_hypotheses(result)
-    hypotheses.check(equals("async edge errors", 0, edge_errors(result), unit="orders"))
+    hypotheses.check(equals("async edge errors", 0, m.edge_errors(result), unit="orders"))
     hypotheses.check(at_most("async edge p99 during the fault", USER_TIMEOUT_S / 5,
-                             percentile(result.requests, 99, START, START + T), unit="s"))
-    audit = ledger_audit(accepted(result), result.processed("payments"))
-    hypotheses.check(equals("async orders lost", 0, audit.lost, unit="orders"))
-    report(hypotheses)
+                             m.edge_latency(result, 99, START, START + T), unit="s"))
+    hypotheses.check(equals("async orders lost", 0, m.lost(result, "payments"),
+                            unit="orders"))
+    experiment.check(hypotheses)
 
 
 def test_negative_control_the_edge_alert_is_blind_to_the_async_flood(
-        results: dict[str, RunResult]) -> None:
-    edge = edge_alert_hypotheses(results["async"])
-    print("\n" + edge.report())
-    assert "time to detect from edge errors" in {v.name for v in edge.failed}
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
+    experiment.negative_control(edge_alert_hypotheses(results["async"]),
+                                "time to detect from edge errors")

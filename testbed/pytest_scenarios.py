@@ -60,7 +60,8 @@ class ScenarioFile(pytest.File):
 
     @property
     def experiment(self) -> Experiment:
-        return Experiment(self.scenario.name, self.runtime(), self.report_dir)
+        return Experiment(self.scenario.name, self.runtime(), self.report_dir,
+                          self.scenario.title)
 
     def results(self) -> dict[str, RunResult]:
         """The trials, run on first use; a failure is every test's failure."""

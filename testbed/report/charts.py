@@ -11,26 +11,27 @@ matplotlib.use("Agg")  # files only: no display on a CI machine
 
 import matplotlib.pyplot as plt
 
-from testbed.analysis import error_rate, fault_windows, windowed_latency
+from testbed.analysis import error_rate, fault_windows
 from testbed.observe import RunResult
-from testbed.report.incident import dlq_depth, queue_depth
+from testbed.scenario import metrics as m
 
 FAULT_COLOR = "#f4b6b6"
 WINDOW_S = 0.5  # percentiles and error rate per half second of scheduled send time
 
 
 def run_chart(result: RunResult, title: str) -> bytes:
-    """Three stacked panels, one time axis: edge latency p50/p95/p99, edge error rate,
-    queue and DLQ depth. Returns PNG bytes."""
-    latency = windowed_latency(result.requests, window_s=WINDOW_S)
+    """Three stacked panels, one time axis: edge latency p50/p95/p99 (what users waited,
+    failures included, as the hypotheses read it), edge error rate, queue and DLQ depth.
+    Returns PNG bytes."""
+    latency = m.windowed_waits(result.requests, window_s=WINDOW_S)
     errors = error_rate(result.requests, window_s=WINDOW_S)
-    backlog, dead = queue_depth(result.samples), dlq_depth(result.samples)
+    backlog, dead = m.backlog(result), m.dead_letter_depth(result)
     figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(8, 6.4), sharex=True)
     figure.suptitle(title, fontsize=11)
     for column, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
         if column in latency:  # a window's value holds over the whole window
             top.step(latency.index, latency[column] * 1000, style, where="post", label=column)
-    top.set_ylabel("edge latency (ms)")
+    top.set_ylabel("edge wait (ms)")
     top.legend(loc="upper right", fontsize=8)
     middle.step(errors.index, errors * 100, where="post", color="tab:red")
     middle.set_ylabel("edge errors (%)")

@@ -13,17 +13,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import pandas as pd
-
-from testbed.analysis import (
-    error_rate,
-    fault_windows,
-    ledger_audit,
-    peak,
-    time_to_detect,
-    windowed_latency,
-)
+from testbed.analysis import error_rate, time_to_detect
 from testbed.observe import RunResult
+from testbed.scenario import metrics as m
 
 DEPLOYMENT_PREFIX = re.compile(r"\b[a-z_]+\d+/")  # "async2/payments" -> "payments"
 ERROR_ALERT = 0.05  # edge error rate that pages someone
@@ -59,6 +51,7 @@ class Incident:
     first_symptom: float | None
     detected: float | None
     detected_by: str
+    drain_time: float | None  # seconds after the removal until the backlog drained
     recovered: float | None  # after the fault's end: edge healthy and queues drained
     knobs: dict[str, dict[str, object]] = field(default_factory=dict)
 
@@ -89,8 +82,8 @@ class Incident:
         if self.p99_peak > max(2 * self.p99_baseline, self.p99_baseline + 0.05):
             parts.append(f"edge p99 peaked at {_seconds(self.p99_peak)}")
         if self.backlog_peak >= BACKLOG_SYMPTOM:
-            drained = (f"drained {_seconds(self.recovered - self.fault_end)} after removal"
-                       if self.recovered is not None and self.fault_end is not None
+            drained = (f"drained {_seconds(self.drain_time)} after removal"
+                       if self.drain_time is not None and self.fault_end is not None
                        else "drained" if self.drained else "never drained")
             parts.append(f"backlog peaked at {self.backlog_peak:,.0f} and {drained}")
         if self.dlq_peak:
@@ -105,54 +98,22 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
-def last_stage(result: RunResult) -> str | None:
-    """The service whose ledger says an order is done: the last one listed."""
-    services = [s for s in result.ledgers["service"].unique() if not str(s).endswith(".dlq")]
-    return str(services[-1]) if services else None
-
-
-def _queue_series(samples: pd.DataFrame, dead_letter: bool) -> pd.Series:
-    """Ready messages summed over the consumer queues (or over the DLQs) per sample time."""
-    rows = samples[(samples["source"].str.startswith("queue:"))
-                   & (samples["metric"] == "ready")]
-    is_dlq = rows["source"].str.endswith(".dlq")
-    rows = rows[is_dlq if dead_letter else ~is_dlq & ~rows["source"].str.endswith(".retry")]
-    if rows.empty:
-        return pd.Series([], dtype=float)
-    return rows.groupby(rows["t"].round(2))["value"].sum()
-
-
-def queue_depth(samples: pd.DataFrame) -> pd.Series:
-    return _queue_series(samples, dead_letter=False)
-
-
-def dlq_depth(samples: pd.DataFrame) -> pd.Series:
-    return _queue_series(samples, dead_letter=True)
-
-
 def _first(*times: float | None) -> float | None:
     found = [t for t in times if t is not None and not math.isnan(t)]
     return min(found) if found else None
 
 
 def incident(result: RunResult, topology: str | None = None) -> Incident:
-    """The incident facts of one run; ``topology`` names it in the report."""
+    """The incident facts of one run; ``topology`` names it in the report. Every number
+    comes from the metric vocabulary, as the hypotheses read it."""
     requests = result.requests
-    windows = fault_windows(result.events) if not result.events.empty else []
-    start = min((w.start for w in windows), default=None)
-    ends = [w.end for w in windows if w.end is not None]
-    end = max(ends) if ends else None
+    start, end = m.fault_span(result)
     errors = error_rate(requests)
-    latency = windowed_latency(requests)
+    latency = m.windowed_waits(requests, window_s=1.0)
     before = latency[latency.index < start] if start is not None else latency
     baseline = float(before["p99"].median()) if len(before) else float("nan")
-    backlog, dead = queue_depth(result.samples), dlq_depth(result.samples)
-    stage = last_stage(result)
-    accepted = set(requests.loc[requests["ok"].astype(bool), "order_id"])
-    dlq_ids = {k: v for s in result.ledgers["service"].unique() if str(s).endswith(".dlq")
-               for k, v in result.processed(str(s)).items()}
-    audit = (ledger_audit(accepted, result.processed(stage), dead_lettered=dlq_ids)
-             if stage else None)
+    backlog = m.backlog(result)
+    audit = m.audit(result) if m.last_stage(result) else None
     rate = len(requests) / max(float(requests["t_scheduled"].max()), 1.0) if len(requests) \
         else 0.0
     after = start if start is not None else 0.0
@@ -167,34 +128,23 @@ def incident(result: RunResult, topology: str | None = None) -> Incident:
     detected_by = ("" if detected is None else "edge error rate >= 5%"
                    if detected == by_errors else
                    f"queue depth >= {max(BACKLOG_SYMPTOM, rate * BACKLOG_ALERT_S):.0f}")
+    drain = m.drain_time(result) if len(backlog) else 0.0
+    edge = m.time_to_recover_edge(result) if (~requests["ok"].astype(bool)).any() else 0.0
     return Incident(
         topology=topology or result.name,
         faults=[DEPLOYMENT_PREFIX.sub("", f) for f in result.meta.get("faults", [])],
         fault_start=start, fault_end=end, orders=len(requests),
-        edge_errors=int((~requests["ok"].astype(bool)).sum()),
+        edge_errors=m.edge_errors(result),
         gave_up=int((requests["error"] == "timeout").sum()),
         error_peak=float(errors.max()) if len(errors) else 0.0,
         p99_baseline=baseline,
         p99_peak=float(latency["p99"].max()) if len(latency) else float("nan"),
-        backlog_peak=peak(backlog)[0] if len(backlog) else 0.0,
-        dlq_peak=peak(dead)[0] if len(dead) else 0.0,
-        drained=bool(result.meta.get("drained", True)),
+        backlog_peak=m.backlog_peak(result), dlq_peak=m.dlq_peak(result),
+        drained=m.drained(result),
         lost=audit.lost if audit else 0, duplicated=audit.duplicated if audit else 0,
         first_symptom=None if symptom is None else after + symptom,
         detected=None if detected is None else after + detected, detected_by=detected_by,
-        recovered=_recovered(errors, backlog, end),
+        drain_time=drain if len(backlog) else None,
+        recovered=(None if end is None or drain is None or edge is None
+                   else end + max(drain, edge)),
         knobs=dict(result.meta.get("knobs", {})))
-
-
-def _recovered(errors: pd.Series, backlog: pd.Series, end: float | None) -> float | None:
-    """When, after the fault's end, the edge stopped failing and the queues emptied for
-    good (a 1 s error window counts until its end); None if it was still bad at the end."""
-    if end is None:
-        return None
-    failing = [float(t) for t, v in errors.items() if v > 0 and float(t) + 1.0 > end]
-    if failing and failing[-1] == float(errors.index[-1]):
-        return None
-    queued = [float(t) for t, v in backlog.items() if v >= BACKLOG_SYMPTOM and float(t) > end]
-    if queued and float(backlog.iloc[-1]) >= BACKLOG_SYMPTOM:
-        return None
-    return max([end, *(t + 1.0 for t in failing), *queued])

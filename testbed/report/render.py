@@ -140,9 +140,11 @@ def build_report(report_dir: Path, experiment: str,
     faults = next((i.faults for i in incidents if i.faults), [])
     summary = ("; ".join(faults) + ": " if faults else "") + "; ".join(
         i.summary() for i in incidents) + "."
-    charts = {name: run_chart(result, f"{title_of(experiment)}: {name}")
+    title_file = report_dir / RUNS_DIR / experiment / "title.txt"
+    title = title_file.read_text().strip() if title_file.exists() else title_of(experiment)
+    charts = {name: run_chart(result, f"{title}: {name}")
               for name, result in runs.items()}
-    return ExperimentReport(experiment, title_of(experiment), summary, incidents, rows,
+    return ExperimentReport(experiment, title, summary, incidents, rows,
                             follow_ups(incidents, rows), charts)
 
 

@@ -35,6 +35,7 @@ from testbed.scenario.faults import ServiceFault, resolve
 from testbed.topology import Topology
 
 RUNS_DIR = "runs"
+TITLE_FILE = "title.txt"  # beside the trials: the report's heading
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 FaultPlan = Sequence[ServiceFault] | Callable[[Deployment], list[Planned]]
 
@@ -81,6 +82,7 @@ class Experiment:
     name: str
     runtime: Runtime
     report_dir: Path
+    title: str = ""  # the report's heading (default: from the name, "E02 outage")
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -103,6 +105,8 @@ class Experiment:
         if not NAME.match(key.replace("_", "-")):
             raise ExperimentError(f"trial key {key!r}: use letters, digits, - and _")
         result.save(self.runs_dir / key)
+        if self.title:
+            (self.runs_dir / TITLE_FILE).write_text(self.title + "\n")
         return result
 
     def trial(self, topology: Topology, profile: LoadProfile, faults: FaultPlan = (),

@@ -141,6 +141,41 @@ def accepted(result: RunResult) -> set[str]:
     return set(result.requests.loc[result.requests["ok"].astype(bool), "order_id"])
 
 
+def edge_successes(result: RunResult, start: float | None = None,
+                   end: float | None = None) -> int:
+    """Orders the user saw succeed, of those scheduled in [start, end): the goodput."""
+    return int(_requests(result, start, end)["ok"].astype(bool).sum())
+
+
+def edge_errors_of(result: RunResult, error: str, start: float | None = None,
+                   end: float | None = None) -> int:
+    """Orders scheduled in [start, end) that failed with one error: ``"timeout"`` (the
+    user gave up waiting), ``"http_429"`` (turned away), ``"http_504"``, ..."""
+    return int((_requests(result, start, end)["error"] == error).sum())
+
+
+def first_edge_error(result: RunResult) -> float | None:
+    """When the first order the user saw fail was scheduled; None if none failed."""
+    requests = result.requests
+    failed = requests.loc[~requests["ok"].astype(bool), "t_scheduled"]
+    return float(failed.min()) if len(failed) else None
+
+
+def slowest_edge_error(result: RunResult) -> float | None:
+    """The longest a user waited for an order that failed; None if none failed."""
+    requests = result.requests
+    waits = waited(requests[~requests["ok"].astype(bool)]).dropna()
+    return float(waits.max()) if len(waits) else None
+
+
+def typical_edge_latency(result: RunResult, q: float, window_s: float = 0.5) -> float:
+    """The median, over windows of scheduled time, of each window's q-th percentile of
+    what users waited, the first window (warm-up) left out, so that one burst of noise
+    does not decide it; NaN with fewer than two windows."""
+    per_window = windowed_waits(result.requests, window_s, (q,))[f"p{q:g}"]
+    return float(per_window.iloc[1:].median())
+
+
 def time_to_recover_edge(result: RunResult) -> float | None:
     """Seconds from the fault's removal until the edge error rate is back to its
     baseline (within 5 points, 0.5 s windows, holding 1 s)."""
@@ -291,11 +326,66 @@ def calls(result: RunResult, service: str) -> int:
     return sum(processed(result, service).values())
 
 
+def processed_between(result: RunResult, service: str, start: float | None = None,
+                      end: float | None = None) -> int:
+    """Accepted orders scheduled in [start, end) that the service processed (at least
+    once), e.g. what got through behind a poison message."""
+    scheduled = set(_requests(result, start, end)["order_id"]) & accepted(result)
+    return sum(1 for order, n in processed(result, service).items()
+               if n > 0 and order in scheduled)
+
+
 def counter(result: RunResult, service: str, name: str) -> float:
     """The last sampled value of a service counter (0 if it never counted)."""
     samples = result.samples
     rows = samples[(samples["source"] == f"service:{service}") & (samples["metric"] == name)]
     return float(rows["value"].iloc[-1]) if len(rows) else 0.0
+
+
+def _sampled(result: RunResult, service: str, name: str, start: float = -math.inf,
+             end: float = math.inf) -> pd.Series:
+    """A service's sampled counter or gauge, its samples in [start, end]."""
+    values = series(result.samples, f"service:{service}", name)
+    return values[(values.index >= start) & (values.index <= end)]
+
+
+def gauge_peak(result: RunResult, service: str, name: str) -> float:
+    """The highest sampled value of a service gauge (saturation, in_flight); NaN if
+    never sampled."""
+    values = _sampled(result, service, name)
+    return peak(values)[0] if len(values) else math.nan
+
+
+def counter_rate(result: RunResult, service: str, name: str, start: float,
+                 end: float) -> float:
+    """Least-squares slope (per second) of a service counter over [start, end], e.g.
+    ``counter_rate(r, "payments", "ok", 1, 6)``: payments' throughput."""
+    return growth_rate(_sampled(result, service, name), start, end)
+
+
+def counter_increase(result: RunResult, service: str, name: str, start: float,
+                     end: float) -> float:
+    """How much a service counter grew from its first to its last sample in [start,
+    end] (so over ``counter_span`` seconds, not end - start); NaN with fewer than two."""
+    inside = _sampled(result, service, name, start, end)
+    return float(inside.iloc[-1] - inside.iloc[0]) if len(inside) > 1 else math.nan
+
+
+def counter_span(result: RunResult, service: str, name: str, start: float,
+                 end: float) -> float:
+    """Seconds from the first to the last sample of a service counter in [start, end]:
+    the time ``counter_increase`` counts over; NaN with fewer than two samples."""
+    inside = _sampled(result, service, name, start, end)
+    return float(inside.index[-1] - inside.index[0]) if len(inside) > 1 else math.nan
+
+
+def counter_time_to_detect(result: RunResult, service: str, name: str,
+                           threshold: float = 1.0) -> float | None:
+    """Seconds from the injection until a service counter first reaches ``threshold``,
+    e.g. the first ``breaker_rejections``: when the breaker opened. None: never."""
+    start, _ = fault_span(result)
+    return None if start is None else detect(_sampled(result, service, name), threshold,
+                                             start)
 
 
 def staleness(result: RunResult, q: float) -> float:
@@ -334,6 +424,17 @@ METRICS: dict[str, Callable[..., Any]] = {
     "dead_lettered": dead_lettered,
     "calls": calls,
     "counter": counter,
+    "edge_successes": edge_successes,
+    "edge_errors_of": edge_errors_of,
+    "first_edge_error": first_edge_error,
+    "slowest_edge_error": slowest_edge_error,
+    "typical_edge_latency": typical_edge_latency,
+    "gauge_peak": gauge_peak,
+    "counter_rate": counter_rate,
+    "counter_increase": counter_increase,
+    "counter_span": counter_span,
+    "counter_time_to_detect": counter_time_to_detect,
+    "processed_between": processed_between,
     "drained": drained,
     "edge_alert_time_to_detect": edge_alert_time_to_detect,
     "lost_events": lost_events,

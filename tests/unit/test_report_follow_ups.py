@@ -14,7 +14,8 @@ def incident(**changes: Any) -> Incident:
         topology="sync", faults=[], fault_start=None, fault_end=None, orders=120,
         edge_errors=0, gave_up=0, error_peak=0.0, p99_baseline=0.01, p99_peak=0.01,
         backlog_peak=0.0, dlq_peak=0.0, drained=True, lost=0, duplicated=0,
-        first_symptom=None, detected=None, detected_by="", recovered=None)
+        first_symptom=None, detected=None, detected_by="", drain_time=None,
+        recovered=None)
     return Incident(**{**quiet, **changes})
 
 

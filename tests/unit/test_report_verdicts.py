@@ -30,7 +30,7 @@ def test_summary_lists_every_verdict_with_predicted_and_measured(tmp_path: Path)
     assert "3 of 4 hypotheses hold across 2 tests" in text
     assert "| backlog peak | 100 (± 20%) | 300 | **does NOT hold** |" in text
     assert "| backlog peak | 100 (± 20%) | 95 | holds |" in text
-    assert text.index("## test_e01") < text.index("## test_e02")
+    assert text.index("## e01") < text.index("## e02")
     assert "1 of 2 passed. Failed: b" in text
 
 
