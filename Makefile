@@ -38,7 +38,7 @@ docker: setup
 # same again on the docker runtime.
 test: setup browser docker lint
 	$(BIN)/pytest $(PYTEST_ARGS) tests
-	$(BIN)/pytest $(PYTEST_ARGS) experiments
+	$(BIN)/pytest $(PYTEST_ARGS) --dist loadscope experiments scenarios
 	$(MAKE) --no-print-directory test-docker
 	@# Anything left for gc to collect is a leak, and fails the run.
 	$(BIN)/testbed gc --check

@@ -16,27 +16,14 @@ collapse and the error hypothesis must fail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_least,
-    at_most,
-    equals,
-    peak,
-    percentile,
-    series,
-    time_to_recover,
-)
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, at_least, at_most, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Deployment, Runtime
-from testbed.topology import Knobs, async_pipeline, sync_chain
-
-from .conftest import edge_errors, report, save
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, slower
+from testbed.scenario import metrics as m
+from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 pytestmark = pytest.mark.flagship
 
@@ -44,65 +31,52 @@ RATE, L_MS, START, T, DURATION = 20, 400, 2.0, 5.0, 9.0
 POOL = 4
 USER_TIMEOUT_S = 1.0  # how long a user waits for the order page
 CAPACITY = POOL / (L_MS / 1000)
+COLLAPSE = "sync edge error rate, second half of the fault"
 
 
-def slow_hop(deployment: Deployment, link: str) -> list[Planned]:
-    return [Planned(make_fault(deployment, "latency", link, latency=L_MS), at=START,
-                    duration=T)]
-
-
-def sync_trial(runtime: Runtime, pool: int) -> RunResult:
-    knobs = Knobs(pool_size=pool, timeout_s=1.0)
-    with runtime.deploy(sync_chain(3, knobs=knobs)) as deployment:
-        return run_trial(deployment, constant(RATE, DURATION),
-                         slow_hop(deployment, "orders-payments"), timeout_s=USER_TIMEOUT_S)
+def sync(pool: int, name: str) -> Topology:
+    return sync_chain(3, knobs=Knobs(pool_size=pool, timeout_s=1.0), name=name)
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {"sync": sync_trial(testbed_runtime, POOL)}
-    with testbed_runtime.deploy(async_pipeline(3, knobs=Knobs(prefetch=1))) as deployment:
-        found["async"] = run_trial(deployment, constant(RATE, DURATION),
-                                   slow_hop(deployment, "payments-broker"), drain_timeout_s=60)
-    save(pytestconfig, "e01-latency-cascade", found)
-    yield found
+def results(experiment: Experiment) -> dict[str, RunResult]:
+    """Sync, async and the big-pool control (sync, pool 32) at the same time."""
+    return experiment.paired([sync(POOL, "sync"), async_pipeline(3, knobs=Knobs(prefetch=1)),
+                              sync(32, "big_pool")], constant(RATE, DURATION),
+                             [slower("payments", L_MS, at=START, duration=T)],
+                             timeout_s=USER_TIMEOUT_S, drain_timeout_s=60)
 
 
 def sync_collapse(result: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E1 sync: payments +{L_MS} ms for {T:.0f} s at {RATE}/s, "
                             f"pool {POOL} (capacity {CAPACITY:.0f}/s)")
-    late = result.requests[(result.requests["t_scheduled"] >= START + T / 2)
-                           & (result.requests["t_scheduled"] < START + T)]
-    hypotheses.check(at_least("sync edge error rate, second half of the fault",
-                              0.35, float((~late["ok"]).mean())))
+    hypotheses.check(at_least(COLLAPSE, 0.35, m.edge_error_rate(result, START + T / 2,
+                                                                 START + T)))
     hypotheses.check(at_least("sync edge p50 during the fault", L_MS / 1000,
-                              percentile(result.requests, 50, START, START + T), unit="s"))
+                              m.edge_latency(result, 50, START, START + T), unit="s"))
     return hypotheses
 
 
-def test_sync_funnel_collapses(results: dict[str, RunResult]) -> None:
-    report(sync_collapse(results["sync"]))
-    assert edge_errors(results["sync"], end=START) == 0  # healthy before the fault
+def test_sync_funnel_collapses(experiment: Experiment, results: dict[str, RunResult]) -> None:
+    experiment.check(sync_collapse(results["sync"]))
+    assert m.edge_errors(results["sync"], end=START) == 0  # healthy before the fault
 
 
-def test_async_edge_is_unaffected_and_backlog_drains(results: dict[str, RunResult]) -> None:
+def test_async_edge_is_unaffected_and_backlog_drains(experiment: Experiment,
+                                                     results: dict[str, RunResult]) -> None:
     result = results["async"]
     hypotheses = Hypotheses(f"E1 async: payments' link +{L_MS} ms for {T:.0f} s at {RATE}/s")
-    hypotheses.check(equals("async edge errors", 0, edge_errors(result), unit="orders"))
+    hypotheses.check(equals("async edge errors", 0, m.edge_errors(result), unit="orders"))
     hypotheses.check(at_most("async edge p99 during the fault", 0.1,
-                             percentile(result.requests, 99, START, START + T), unit="s"))
-    backlog = series(result.samples, "queue:payments", "ready")
+                             m.edge_latency(result, 99, START, START + T), unit="s"))
     hypotheses.check(at_least("async backlog peak", 0.5 * (RATE - 1.25) * T,
-                              peak(backlog)[0], unit="messages"))
+                              m.backlog_peak(result, "payments"), unit="messages"))
     hypotheses.check(at_most("async backlog drained after removal", 20.0,
-                             time_to_recover(backlog, START, START + T, tolerance=2),
-                             unit="s"))
-    report(hypotheses)
+                             m.drain_time(result, "payments"), unit="s"))
+    experiment.check(hypotheses)
 
 
-def test_negative_control_big_pool_does_not_collapse(testbed_runtime: Runtime) -> None:
+def test_negative_control_big_pool_does_not_collapse(experiment: Experiment,
+                                                     results: dict[str, RunResult]) -> None:
     """Switch the mechanism off (pool 32: capacity 80/s): the collapse claim must fail."""
-    verdicts = sync_collapse(sync_trial(testbed_runtime, pool=32))
-    failed = {v.name for v in verdicts.failed}
-    assert "sync edge error rate, second half of the fault" in failed
+    experiment.negative_control(sync_collapse(results["big_pool"]), COLLAPSE)

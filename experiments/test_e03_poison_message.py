@@ -17,28 +17,14 @@ Negative control: the DLQ hypotheses read on the run without DLQ must fail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_least,
-    at_most,
-    close_to,
-    equals,
-    growth_rate,
-    ledger_audit,
-    peak,
-    series,
-)
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, fault
+from testbed.scenario import metrics as m
 from testbed.topology import Knobs, async_pipeline
-
-from .conftest import accepted, counter, report, save
 
 pytestmark = pytest.mark.flagship
 
@@ -48,60 +34,49 @@ WITH_DLQ = Knobs(prefetch=1, error_backoff_ms=BACKOFF_MS, queue_type="quorum",
                  delivery_limit=LIMIT, dead_letter=True)
 
 
-def poison_trial(runtime: Runtime, knobs: Knobs) -> RunResult:
-    with runtime.deploy(async_pipeline(1, knobs=knobs)) as deployment:
-        plan = [Planned(make_fault(deployment, "poison", "payments"), at=AT)]
-        return run_trial(deployment, constant(RATE, DURATION), plan, drain_timeout_s=3)
-
-
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {"without_dlq": poison_trial(testbed_runtime, WITHOUT_DLQ),
-             "with_dlq": poison_trial(testbed_runtime, WITH_DLQ)}
-    save(pytestconfig, "e03-poison-message", found)
-    yield found
+def results(experiment: Experiment) -> dict[str, RunResult]:
+    """Both queues get the same poison message, at the same time."""
+    return experiment.paired([async_pipeline(1, knobs=WITHOUT_DLQ, name="without_dlq"),
+                              async_pipeline(1, knobs=WITH_DLQ, name="with_dlq")],
+                             constant(RATE, DURATION), [fault("poison", "payments", at=AT)],
+                             drain_timeout_s=3)
 
 
 def dlq_hypotheses(result: RunResult) -> Hypotheses:
     hypotheses = Hypotheses("E3 with DLQ: one poison message, delivery limit 3")
-    dlq = series(result.samples, "queue:payments.dlq", "ready")
-    hypotheses.check(equals("DLQ depth", 1, peak(dlq)[0] if len(dlq) else 0,
+    hypotheses.check(equals("DLQ depth", 1, m.dlq_peak(result, "payments.dlq"),
                             unit="messages"))
     hypotheses.check(equals("handler failures on the poison", LIMIT + 1,
-                            counter(result, "payments", "handler_errors")))
-    audit = ledger_audit(accepted(result), result.processed("payments"))
-    hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
-    hypotheses.check(at_most("backlog peak", 5,
-                             peak(series(result.samples, "queue:payments", "ready"))[0],
+                            m.counter(result, "payments", "handler_errors")))
+    hypotheses.check(equals("orders lost", 0, m.lost(result, "payments"), unit="orders"))
+    hypotheses.check(at_most("backlog peak", 5, m.backlog_peak(result, "payments"),
                              unit="messages"))
     return hypotheses
 
 
-def test_without_dlq_the_poison_blocks_the_queue(results: dict[str, RunResult]) -> None:
+def test_without_dlq_the_poison_blocks_the_queue(experiment: Experiment,
+                                                 results: dict[str, RunResult]) -> None:
     result = results["without_dlq"]
     hypotheses = Hypotheses("E3 without DLQ: one poison message, classic queue")
     hypotheses.check(at_least("handler failures", 0.5 * (DURATION - AT) * 1000 / BACKOFF_MS,
-                              counter(result, "payments", "handler_errors")))
-    backlog = series(result.samples, "queue:payments", "ready")
+                              m.counter(result, "payments", "handler_errors")))
     hypotheses.check(close_to("backlog growth after the poison", RATE,
-                              growth_rate(backlog, AT + 0.5, DURATION), rel=0.3,
-                              unit="msg/s"))
-    processed_after = [order for order in result.processed("payments")
-                       if order in accepted(result)
-                       and result.requests.set_index("order_id").loc[order, "t_scheduled"]
-                       > AT + 0.5]
-    hypotheses.check(at_most("orders processed behind the poison", 1, len(processed_after),
+                              m.backlog_growth(result, AT + 0.5, DURATION, "payments"),
+                              rel=0.3, unit="msg/s"))
+    hypotheses.check(at_most("orders processed behind the poison", 1,
+                             m.processed_between(result, "payments", start=AT + 0.5),
                              unit="orders"))
-    hypotheses.check(equals("queue drained", False, result.meta["drained"]))
-    report(hypotheses)
+    hypotheses.check(equals("queue drained", False, m.drained(result)))
+    experiment.check(hypotheses)
 
 
-def test_with_dlq_the_poison_is_parked_and_orders_flow(results: dict[str, RunResult]) -> None:
-    report(dlq_hypotheses(results["with_dlq"]))
+def test_with_dlq_the_poison_is_parked_and_orders_flow(experiment: Experiment,
+                                                       results: dict[str, RunResult]) -> None:
+    experiment.check(dlq_hypotheses(results["with_dlq"]))
 
 
 def test_negative_control_without_dlq_the_dlq_claims_fail(
-        results: dict[str, RunResult]) -> None:
-    failed = {v.name for v in dlq_hypotheses(results["without_dlq"]).failed}
-    assert {"DLQ depth", "handler failures on the poison", "backlog peak"} <= failed
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
+    experiment.negative_control(dlq_hypotheses(results["without_dlq"]), "DLQ depth",
+                                "handler failures on the poison", "backlog peak")

@@ -24,27 +24,14 @@ Negative controls: the bounded-amplification claims fail on the naive runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_least,
-    at_most,
-    close_to,
-    equals,
-    ledger_audit,
-    peak,
-    series,
-)
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, Trial, fault
+from testbed.scenario import metrics as m
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
-
-from .conftest import accepted, counter, edge_errors, report, save
 
 pytestmark = pytest.mark.flagship
 
@@ -64,40 +51,32 @@ MET = RATE * (DURATION - START)  # orders that reach the bottom while it fails
 NAIVE_FLOOR = 10  # attempts per order: a 5 ms loop manages ~30 on 2 busy cores
 
 
-def bottom(topology: Topology) -> str:
-    return topology.services[-1].name
-
-
-def storm_trial(runtime: Runtime, topology: Topology) -> RunResult:
-    with runtime.deploy(topology) as deployment:
-        plan = [Planned(make_fault(deployment, "error_rate", bottom(topology), p=1.0),
-                        at=START, duration=T)]
-        return run_trial(deployment, constant(RATE, DURATION), plan, drain_timeout_s=10)
+def storm(topology: Topology) -> Trial:
+    """The bottom service (the last of the chain or pipeline) fails every order."""
+    failing = fault("error_rate", topology.services[-1].name, at=START, duration=T, p=1.0)
+    return Trial(topology.name, topology, constant(RATE, DURATION), [failing],
+                 {"drain_timeout_s": 10})
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {
-        "sync_naive": storm_trial(testbed_runtime, sync_chain(DEPTH, knobs=NAIVE)),
-        "sync_sane": storm_trial(testbed_runtime, sync_chain(DEPTH, knobs=SANE)),
-        "async_naive": storm_trial(testbed_runtime,
-                                   async_pipeline(DEPTH, knobs=NAIVE_CONSUMER)),
-        "async_policy": storm_trial(testbed_runtime,
-                                    async_pipeline(DEPTH, knobs=POLICY_CONSUMER)),
-    }
-    save(pytestconfig, "e05-retry-storm", found)
-    yield found
+def results(experiment: Experiment) -> dict[str, RunResult]:
+    """The four storms at the same time, each on its own deployment."""
+    return experiment.trials([
+        storm(sync_chain(DEPTH, knobs=NAIVE, name="sync_naive")),
+        storm(sync_chain(DEPTH, knobs=SANE, name="sync_sane")),
+        storm(async_pipeline(DEPTH, knobs=NAIVE_CONSUMER, name="async_naive")),
+        storm(async_pipeline(DEPTH, knobs=POLICY_CONSUMER, name="async_policy")),
+    ])
 
 
 def bottom_calls(result: RunResult, service: str) -> float:
     """Calls that reached the failing service and failed there (the injected errors)."""
-    return counter(result, service, "injected_errors")
+    return m.counter(result, service, "injected_errors")
 
 
 def sync_naive_hypotheses(result: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E5 sync, naive retries (r = {RETRIES} at {DEPTH} hops)")
-    failed = edge_errors(result)
+    failed = m.edge_errors(result)
     hypotheses.check(close_to("calls at the bottom per failed order", (1 + RETRIES) ** DEPTH,
                               bottom_calls(result, "inventory") / max(failed, 1), rel=0.1,
                               unit="calls"))
@@ -110,23 +89,21 @@ def sync_bounded_hypotheses(result: RunResult) -> Hypotheses:
     hypotheses.check(at_most("calls at the bottom during the fault", SANE_BOUND,
                              bottom_calls(result, "inventory"), unit="calls"))
     hypotheses.check(at_least("orders failed at the edge (fast, by the breakers)",
-                              0.8 * MET, edge_errors(result), unit="orders"))
+                              0.8 * MET, m.edge_errors(result), unit="orders"))
     return hypotheses
 
 
 def async_policy_hypotheses(result: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E5 async, retry policy ({RETRIES} retries 1 s apart, then DLQ)")
-    attempts = counter(result, "notification", "handler_errors")
-    parked = counter(result, "notification", "dead_lettered")
+    attempts = m.counter(result, "notification", "handler_errors")
+    parked = m.counter(result, "notification", "dead_lettered")
     hypotheses.check(at_most("attempts per order that met the fault", 1 + RETRIES,
                              attempts / MET, unit="attempts"))
     hypotheses.check(close_to("orders parked in the DLQ", RATE * (T - RETRIES * DELAY_S),
                               parked, rel=0.3, unit="orders"))
-    dlq = series(result.samples, "queue:notification.dlq", "ready")
     hypotheses.check(equals("DLQ depth = orders parked", parked,
-                            peak(dlq)[0] if len(dlq) else 0, unit="messages"))
-    audit = ledger_audit(accepted(result), result.processed("notification"),
-                         dead_lettered=result.processed("notification.dlq"))
+                            m.dlq_peak(result, "notification.dlq"), unit="messages"))
+    audit = m.audit(result, "notification")  # the DLQ's orders count as dead-lettered
     hypotheses.check(equals("dead-lettered orders in the audit", parked,
                             audit.dead_lettered, unit="orders"))
     hypotheses.check(equals("orders lost (accepted = processed + dead-lettered)", 0,
@@ -135,33 +112,35 @@ def async_policy_hypotheses(result: RunResult) -> Hypotheses:
 
 
 def test_sync_naive_retries_multiply_load_at_the_bottom(
-        results: dict[str, RunResult]) -> None:
-    report(sync_naive_hypotheses(results["sync_naive"]))
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
+    experiment.check(sync_naive_hypotheses(results["sync_naive"]))
 
 
-def test_sync_backoff_and_breakers_bound_the_load(results: dict[str, RunResult]) -> None:
-    report(sync_bounded_hypotheses(results["sync_sane"]))
+def test_sync_backoff_and_breakers_bound_the_load(experiment: Experiment,
+                                                  results: dict[str, RunResult]) -> None:
+    experiment.check(sync_bounded_hypotheses(results["sync_sane"]))
 
 
-def test_async_naive_requeue_spins(results: dict[str, RunResult]) -> None:
+def test_async_naive_requeue_spins(experiment: Experiment,
+                                   results: dict[str, RunResult]) -> None:
     result = results["async_naive"]
     hypotheses = Hypotheses("E5 async, naive requeue (5 ms pause)")
     hypotheses.check(at_least("attempts per order that met the fault", NAIVE_FLOOR,
-                              counter(result, "notification", "handler_errors") / MET,
+                              m.counter(result, "notification", "handler_errors") / MET,
                               unit="attempts"))
-    audit = ledger_audit(accepted(result), result.processed("notification"))
     hypotheses.check(equals("orders lost (requeued, processed after the fault)", 0,
-                            audit.lost, unit="orders"))
-    report(hypotheses)
+                            m.lost(result, "notification"), unit="orders"))
+    experiment.check(hypotheses)
 
 
-def test_async_retry_policy_bounds_redeliveries(results: dict[str, RunResult]) -> None:
-    report(async_policy_hypotheses(results["async_policy"]))
+def test_async_retry_policy_bounds_redeliveries(experiment: Experiment,
+                                                results: dict[str, RunResult]) -> None:
+    experiment.check(async_policy_hypotheses(results["async_policy"]))
 
 
 def test_negative_controls_naive_runs_fail_the_bounded_claims(
-        results: dict[str, RunResult]) -> None:
-    sync_failed = {v.name for v in sync_bounded_hypotheses(results["sync_naive"]).failed}
-    assert "calls at the bottom during the fault" in sync_failed
-    async_failed = {v.name for v in async_policy_hypotheses(results["async_naive"]).failed}
-    assert "attempts per order that met the fault" in async_failed
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
+    experiment.negative_control(sync_bounded_hypotheses(results["sync_naive"]),
+                                "calls at the bottom during the fault")
+    experiment.negative_control(async_policy_hypotheses(results["async_naive"]),
+                                "attempts per order that met the fault")

@@ -15,80 +15,66 @@ Negative control: the direct-publish run fails the "no stored order is lost" cla
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from testbed.analysis import Hypotheses, at_most, equals, ledger_audit
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, at_most, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, fault
+from testbed.scenario import metrics as m
 from testbed.topology import Knobs, async_pipeline
 
-from .conftest import accepted, report, save, stored
-
 RATE, AT, DURATION, CRASHES = 10, 2.0, 6.0, 3
-
-
-def crash_trial(runtime: Runtime, outbox: bool) -> RunResult:
-    topology = async_pipeline(1, overrides={"gateway": Knobs(outbox=outbox)})
-    with runtime.deploy(topology) as deployment:
-        plan = [Planned(make_fault(deployment, "crash_at", "gateway", point="after_write",
-                                   times=CRASHES), at=AT)]
-        return run_trial(deployment, constant(RATE, DURATION), plan, drain_timeout_s=10)
+LOST_EVENTS = "stored orders whose event was lost"
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {"direct": crash_trial(testbed_runtime, outbox=False),
-             "outbox": crash_trial(testbed_runtime, outbox=True)}
-    save(pytestconfig, "e10-outbox", found)
-    yield found
-
-
-def lost_events(result: RunResult) -> int:
-    """Orders in the gateway's database that no consumer ever processed."""
-    return ledger_audit(stored(result), result.processed("payments")).lost
+def results(experiment: Experiment) -> dict[str, RunResult]:
+    gateways = [async_pipeline(1, overrides={"gateway": Knobs(outbox=outbox)})
+                for outbox in (False, True)]
+    crash = fault("crash_at", "gateway", at=AT, point="after_write", times=CRASHES)
+    return experiment.paired(gateways, constant(RATE, DURATION), [crash],
+                             keys=["direct", "outbox"], drain_timeout_s=10)
 
 
 def user_audit(hypotheses: Hypotheses, result: RunResult) -> None:
-    audit = ledger_audit(accepted(result), result.processed("payments"))
-    hypotheses.check(equals("accepted orders lost", 0, audit.lost, unit="orders"))
+    hypotheses.check(equals("accepted orders lost", 0, m.lost(result, "payments"),
+                            unit="orders"))
 
 
 def outbox_hypotheses(result: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E10 outbox: gateway crashes {CRASHES}x after the write")
-    hypotheses.check(equals("stored orders whose event was lost", 0, lost_events(result),
+    hypotheses.check(equals(LOST_EVENTS, 0, m.lost_events(result, "gateway", "payments"),
                             unit="orders"))
     user_audit(hypotheses, result)
     return hypotheses
 
 
-def test_direct_publish_loses_one_event_per_crash(results: dict[str, RunResult]) -> None:
+def test_direct_publish_loses_one_event_per_crash(
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
     result = results["direct"]
     hypotheses = Hypotheses(f"E10 direct publish: gateway crashes {CRASHES}x after the write")
-    hypotheses.check(equals("stored orders whose event was lost", CRASHES,
-                            lost_events(result), unit="orders"))
+    hypotheses.check(equals(LOST_EVENTS, CRASHES, m.lost_events(result, "gateway", "payments"),
+                            unit="orders"))
     user_audit(hypotheses, result)
-    report(hypotheses)
+    experiment.check(hypotheses)
 
 
 def test_outbox_loses_nothing_and_delivers_after_recovery(
-        results: dict[str, RunResult]) -> None:
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
     result = results["outbox"]
     hypotheses = outbox_hypotheses(result)
-    crashed = stored(result) - accepted(result)
+    crashed = set(m.processed(result, "gateway")) - m.accepted(result)
     hypotheses.check(at_most("crashed-but-stored orders left unprocessed", 0,
-                             len(crashed - set(result.processed("payments"))),
+                             len(crashed - set(m.processed(result, "payments"))),
                              unit="orders"))
     hypotheses.check(equals("crashed-but-stored orders", CRASHES, len(crashed),
                             unit="orders"))
-    report(hypotheses)
+    experiment.check(hypotheses)
 
 
 def test_negative_control_direct_publish_fails_the_outbox_claim(
-        results: dict[str, RunResult]) -> None:
-    failed = {v.name for v in outbox_hypotheses(results["direct"]).failed}
-    assert failed == {"stored orders whose event was lost"}
+        experiment: Experiment, results: dict[str, RunResult]) -> None:
+    hypotheses = outbox_hypotheses(results["direct"])
+    experiment.negative_control(hypotheses, LOST_EVENTS)
+    assert {v.name for v in hypotheses.failed} == {LOST_EVENTS}

@@ -25,40 +25,21 @@ orders get 504 and the "no errors" hypothesis fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pandas as pd
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_most,
-    close_to,
-    equals,
-    fault_windows,
-    ledger_audit,
-)
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, Trial, fault
+from testbed.scenario import metrics as m
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
-
-from .conftest import accepted, edge_errors, report, save
 
 RATE, A, D, DURATION = 10, 2.0, 3.0, 7.0
 MAX_RESTART_S = 3.0  # a restart, not a hang
 REPLY_TIMEOUT_S, SHORT_TIMEOUT_S, USER_TIMEOUT_S = 8.0, 1.0, 10.0
 POOL = 48  # gateway workers: one per waiting caller, r x (D + R) ~ 36, with room
 ZERO_ERRORS = "async edge errors"
-
-
-def kill_trial(runtime: Runtime, topology: Topology, name: str) -> RunResult:
-    """payments killed at A, started again D later, under the load."""
-    with runtime.deploy(topology) as deployment:
-        plan = [Planned(make_fault(deployment, "kill", "payments"), at=A, duration=D)]
-        return run_trial(deployment, constant(RATE, DURATION), plan, name=name,
-                         timeout_s=USER_TIMEOUT_S, drain_timeout_s=10)
+SHORT = f"async_timeout_{SHORT_TIMEOUT_S:.0f}s"  # the negative control's trial
 
 
 def request_reply(timeout_s: float) -> Topology:
@@ -68,71 +49,62 @@ def request_reply(timeout_s: float) -> Topology:
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {"sync": kill_trial(testbed_runtime, sync_chain(2, knobs=Knobs(timeout_s=1.0)),
-                                "sync"),
-             "async": kill_trial(testbed_runtime, request_reply(REPLY_TIMEOUT_S), "async")}
-    save(pytestconfig, "e11-request-reply", found)
-    yield found
+def results(experiment: Experiment) -> dict[str, RunResult]:
+    """payments killed at A, started again D later, under the load; all three at once."""
+    kill, load = [fault("kill", "payments", at=A, duration=D)], constant(RATE, DURATION)
+    options = {"timeout_s": USER_TIMEOUT_S, "drain_timeout_s": 10}
+    shapes = {"sync": sync_chain(2, knobs=Knobs(timeout_s=1.0)),
+              "async": request_reply(REPLY_TIMEOUT_S), SHORT: request_reply(SHORT_TIMEOUT_S)}
+    return experiment.trials([Trial(key, top, load, kill, options)
+                              for key, top in shapes.items()])
 
 
 def outage(hypotheses: Hypotheses, result: RunResult) -> tuple[float, float]:
     """(duration, end) of the outage as it happened: from the kill to the restarted
     service being ready (the fault's removal waits for it), D + R, the input of the
     model's numbers. R itself only has to be a restart, not a hang."""
-    (window,) = fault_windows(result.events)
-    assert window.end is not None, "payments was never started again"
-    duration = window.end - window.start
-    hypotheses.check(at_most("restart", MAX_RESTART_S, duration - D, unit="s"))
-    return duration, window.end
-
-
-def outage_orders(result: RunResult) -> pd.DataFrame:
-    """Requests scheduled while payments was down (a little after the kill, to be sure)."""
-    requests = result.requests
-    return requests[(requests["t_scheduled"] >= A + 0.1) & (requests["t_scheduled"] < A + D)]
+    start, end = m.fault_span(result)
+    assert start is not None and end is not None, "payments was never started again"
+    hypotheses.check(at_most("restart", MAX_RESTART_S, end - start - D, unit="s"))
+    return end - start, end
 
 
 def async_hypotheses(result: RunResult) -> Hypotheses:
     """The claim: callers wait out the restart in the queue, none fails."""
     hypotheses = Hypotheses(f"E11 {result.name}: consumer killed for {D:.0f} s at "
                             f"{RATE}/s, callers wait for the reply")
-    hypotheses.check(equals(ZERO_ERRORS, 0, edge_errors(result), unit="orders"))
+    hypotheses.check(equals(ZERO_ERRORS, 0, m.edge_errors(result), unit="orders"))
     duration, back = outage(hypotheses, result)
-    hypotheses.check(close_to("longest answer", duration,
-                              float(result.requests["latency_s"].max()), abs=0.5, unit="s"))
-    waited = outage_orders(result)
-    answered = waited["t_scheduled"] + waited["latency_s"]
+    hypotheses.check(close_to("longest answer", duration, m.edge_latency(result, 100),
+                              abs=0.5, unit="s"))
+    answered = m.outcome_times(result, A + 0.1, A + D)  # scheduled while payments was down
     hypotheses.check(at_most("outage orders answered, from the consumer's return",
                              0.5, float((answered - back).abs().max()), unit="s"))
-    audit = ledger_audit(accepted(result), result.processed("payments"))
+    audit = m.audit(result, "payments")
     hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
     hypotheses.check(equals("orders processed twice", 0, audit.duplicated, unit="orders"))
     return hypotheses
 
 
-def test_sync_calls_fail_during_the_restart(results: dict[str, RunResult]) -> None:
+def test_sync_calls_fail_during_the_restart(experiment: Experiment,
+                                            results: dict[str, RunResult]) -> None:
     result = results["sync"]
     hypotheses = Hypotheses(f"E11 sync: payments killed for {D:.0f} s at {RATE}/s")
     duration, _ = outage(hypotheses, result)
-    hypotheses.check(close_to("sync edge errors", RATE * duration, edge_errors(result),
+    hypotheses.check(close_to("sync edge errors", RATE * duration, m.edge_errors(result),
                               rel=0.2, unit="orders"))
     hypotheses.check(equals("sync edge errors before the kill", 0,
-                            edge_errors(result, end=A)))
-    report(hypotheses)
+                            m.edge_errors(result, end=A)))
+    experiment.check(hypotheses)
 
 
-def test_async_request_reply_waits_out_the_restart(results: dict[str, RunResult]) -> None:
-    report(async_hypotheses(results["async"]))
+def test_async_request_reply_waits_out_the_restart(experiment: Experiment,
+                                                   results: dict[str, RunResult]) -> None:
+    experiment.check(async_hypotheses(results["async"]))
 
 
-def test_negative_control_short_reply_timeout_fails(testbed_runtime: Runtime) -> None:
+def test_negative_control_short_reply_timeout_fails(experiment: Experiment,
+                                                    results: dict[str, RunResult]) -> None:
     """A caller that gives up before the consumer is back sees the outage (504s)."""
-    result = kill_trial(testbed_runtime, request_reply(SHORT_TIMEOUT_S),
-                        f"async_timeout_{SHORT_TIMEOUT_S:.0f}s")
-    verdicts = async_hypotheses(result)
-    print("\n" + verdicts.report())
-    failed = {v.name for v in verdicts.failed}
-    assert ZERO_ERRORS in failed
-    assert (result.requests["status"] == 504).sum() > 0
+    experiment.negative_control(async_hypotheses(results[SHORT]), ZERO_ERRORS)
+    assert (results[SHORT].requests["status"] == 504).sum() > 0

@@ -3,28 +3,23 @@
 Thin over the library: ``testbed_runtime`` is one opened runtime per test session
 (per xdist worker: each worker has its own run id, broker, Toxiproxy and ports), and
 ``deploy`` brings topologies up for one test and tears them down after it, also when
-the test fails.
+the test fails; ``experiment`` is the test module's experiment (testbed.scenario), and
+scenario files under scenarios/ are collected as tests (testbed.pytest_scenarios). At
+the end of the session the reports are written from what the experiments saved.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from testbed.analysis import Hypotheses
 from testbed.errors import ExperimentAborted
-from testbed.faults import Planned
-from testbed.load import LoadProfile
-from testbed.observe import RunResult, run_trial
 from testbed.pytest_scenarios import ScenarioFile, is_scenario_file
 from testbed.report.suite_report import save_outcomes, write_reports
-from testbed.report.verdicts import VERDICTS_DIR, save_verdicts
+from testbed.report.verdicts import VERDICTS_DIR
 from testbed.runtime import RUNTIMES, Deployment, Runtime, get_runtime
 from testbed.scenario import Experiment
 from testbed.topology import Topology
@@ -41,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where experiment reports are written (default: reports/)")
 
 
-_CONFIG: list[pytest.Config] = []  # the session's config, for record_verdicts
+_CONFIG: list[pytest.Config] = []  # the session's config, for the report hooks
 
 
 def _controller(config: pytest.Config) -> bool:
@@ -60,14 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OUTCOMES] = {}
     if _controller(config):  # verdicts of an earlier session would mix into the summary
         shutil.rmtree(_report_dir(config) / VERDICTS_DIR, ignore_errors=True)
-
-
-def record_verdicts(hypotheses: Hypotheses) -> None:
-    """Keep the running test's verdicts for the suite summary (experiments call this)."""
-    if not _CONFIG:
-        return
-    test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").rsplit(" (", 1)[0]
-    save_verdicts(_report_dir(_CONFIG[0]), test, hypotheses)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -174,26 +161,3 @@ def deploy(testbed_runtime: Runtime) -> Iterator[Callable[[Topology], Deployment
             errors.append(f"{deployment.id}: {exc}")
     if errors:
         pytest.fail("teardown failed: " + "; ".join(errors))
-
-
-@pytest.fixture
-def report_dir(request: pytest.FixtureRequest) -> Path:
-    """This test's own folder under --report-dir (its results and report go there)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid).strip("_")
-    directory = Path(request.config.getoption("--report-dir")) / "runs" / safe
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-@pytest.fixture
-def trial(report_dir: Path) -> Callable[..., RunResult]:
-    """``trial(deployment, profile, plan, **options)``: run load and faults together,
-    save the result under the test's report folder, and return it."""
-
-    def _trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
-               **options: Any) -> RunResult:
-        result = run_trial(deployment, profile, plan, **options)
-        result.save(report_dir / result.name)
-        return result
-
-    return _trial

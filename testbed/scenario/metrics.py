@@ -66,6 +66,18 @@ def fault_span(result: RunResult) -> tuple[float | None, float | None]:
                                            else max(e for e in ends if e is not None))
 
 
+def load_end(result: RunResult) -> float:
+    """When the last order was due: the load profile's length."""
+    return float(sum(step["duration_s"] for step in result.meta.get("profile", [])))
+
+
+def trigger_span(result: RunResult) -> tuple[float | None, float | None]:
+    """What durations count from: the fault's span, or for a run with no fault (an
+    overload that is the load itself) the load, from 0 to its end."""
+    start, end = fault_span(result)
+    return (start, end) if start is not None else (0.0, load_end(result))
+
+
 def _requests(result: RunResult, start: float | None, end: float | None) -> pd.DataFrame:
     return between(result.requests, start, end)
 
@@ -134,6 +146,24 @@ def edge_alert_time_to_detect(result: RunResult, threshold: float = 0.2,
     rate = failed.groupby(np.floor(seen / window_s)).mean()
     rate = pd.Series(rate.to_numpy(), index=(rate.index + 1) * window_s)
     return None if start is None else detect(rate, threshold, start)
+
+
+def throughput(result: RunResult, start: float | None = None,
+               end: float | None = None) -> float:
+    """Orders per second that succeeded, of those scheduled in [start, end) (default:
+    the whole load): the goodput users got."""
+    lo = 0.0 if start is None else start
+    hi = load_end(result) if end is None else end
+    if not hi > lo:
+        raise MetricError(f"throughput: the window [{lo}, {hi}) is empty; give end > start")
+    return float(_requests(result, lo, hi)["ok"].astype(bool).sum()) / (hi - lo)
+
+
+def failed_but_processed(result: RunResult, service: str) -> int:
+    """Orders the user saw fail that ``service`` still processed (a payment taken for
+    an order the user was told failed)."""
+    failed = set(result.requests.loc[~result.requests["ok"].astype(bool), "order_id"])
+    return len(failed & set(processed(result, service)))
 
 
 def accepted(result: RunResult) -> set[str]:
@@ -230,32 +260,35 @@ def backlog_growth(result: RunResult, start: float, end: float,
 
 def drain_time(result: RunResult, queue: str | None = None,
                tolerance: float = DRAIN_TOLERANCE) -> float | None:
-    """Seconds from the fault's removal until the backlog is back within ``tolerance``
-    messages of its level before the fault, holding 1 s. None: never drained (or no
-    fault was removed); 0.0 for a run without queues."""
+    """Seconds from the fault's removal (with no fault: the load's end) until the
+    backlog is back within ``tolerance`` messages of its level before the fault (with
+    no fault: at the start), holding 1 s. None: never drained (or the fault was never
+    removed); 0.0 for a run without queues."""
     values = backlog(result, queue)
-    start, end = fault_span(result)
+    start, end = trigger_span(result)
     if values.empty:
         return 0.0
-    if start is None:
-        return None
+    assert start is not None
     return time_to_recover(values, start, end, tolerance=tolerance, hold_s=HOLD_S)
 
 
 def queue_time_to_detect(result: RunResult, threshold: float,
                          queue: str | None = None) -> float | None:
-    """Seconds from the injection until the backlog first reaches ``threshold``."""
-    start, _ = fault_span(result)
-    return None if start is None else detect(backlog(result, queue), threshold, start)
+    """Seconds from the injection (with no fault: the load's start) until the backlog
+    first reaches ``threshold``: when a queue-depth alert would fire."""
+    start, _ = trigger_span(result)
+    assert start is not None
+    return detect(backlog(result, queue), threshold, start)
 
 
 def edge_time_to_detect(result: RunResult, threshold: float = 0.05,
                         window_s: float = 1.0) -> float | None:
     """Seconds from the injection until a window's edge error rate reaches ``threshold``
-    (the window's start counts, as an alert over scheduled time would see it)."""
-    start, _ = fault_span(result)
-    rate = error_rate(result.requests, window_s=window_s)
-    return None if start is None else detect(rate, threshold, start)
+    (the window's start counts, as an alert over scheduled time would see it); with
+    no fault, from the load's start."""
+    start, _ = trigger_span(result)
+    assert start is not None
+    return detect(error_rate(result.requests, window_s=window_s), threshold, start)
 
 
 # ------------------------------------------------------------------------------ ledgers
@@ -412,6 +445,8 @@ METRICS: dict[str, Callable[..., Any]] = {
     "edge_errors": edge_errors,
     "edge_error_rate": edge_error_rate,
     "edge_latency": edge_latency,
+    "throughput": throughput,
+    "failed_but_processed": failed_but_processed,
     "time_to_recover": time_to_recover_edge,
     "edge_time_to_detect": edge_time_to_detect,
     "backlog_peak": backlog_peak,
