@@ -21,7 +21,7 @@ import pytest
 from testbed.analysis import Hypotheses, at_least, at_most, equals
 from testbed.load import constant
 from testbed.observe import RunResult
-from testbed.scenario import Experiment, slower
+from testbed.scenario import Experiment, Results, slower
 from testbed.scenario import metrics as m
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
@@ -39,8 +39,8 @@ def sync(pool: int, name: str) -> Topology:
 
 
 @pytest.fixture(scope="module")
-def results(experiment: Experiment) -> dict[str, RunResult]:
-    """Sync, async and the big-pool control (sync, pool 32) at the same time."""
+def results(experiment: Experiment) -> Results:
+    """Sync, async and the control (sync with a pool of 32), all at the same time."""
     return experiment.paired([sync(POOL, "sync"), async_pipeline(3, knobs=Knobs(prefetch=1)),
                               sync(32, "big_pool")], constant(RATE, DURATION),
                              [slower("payments", L_MS, at=START, duration=T)],
@@ -48,35 +48,34 @@ def results(experiment: Experiment) -> dict[str, RunResult]:
 
 
 def sync_collapse(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses(f"E1 sync: payments +{L_MS} ms for {T:.0f} s at {RATE}/s, "
-                            f"pool {POOL} (capacity {CAPACITY:.0f}/s)")
-    hypotheses.check(at_least(COLLAPSE, 0.35, m.edge_error_rate(result, START + T / 2,
-                                                                 START + T)))
-    hypotheses.check(at_least("sync edge p50 during the fault", L_MS / 1000,
-                              m.edge_latency(result, 50, START, START + T), unit="s"))
-    return hypotheses
+    h = Hypotheses(f"E1 sync: payments +{L_MS} ms for {T:.0f} s at {RATE}/s, "
+                   f"pool {POOL} (capacity {CAPACITY:.0f}/s)")
+    h.check(at_least(COLLAPSE, 0.35, m.edge_error_rate(result, START + T / 2, START + T)))
+    h.check(at_least("sync edge p50 during the fault", L_MS / 1000,
+                     m.edge_latency(result, 50, START, START + T), unit="s"))
+    return h
 
 
-def test_sync_funnel_collapses(experiment: Experiment, results: dict[str, RunResult]) -> None:
+def test_sync_funnel_collapses(experiment: Experiment, results: Results) -> None:
     experiment.check(sync_collapse(results["sync"]))
     assert m.edge_errors(results["sync"], end=START) == 0  # healthy before the fault
 
 
 def test_async_edge_is_unaffected_and_backlog_drains(experiment: Experiment,
-                                                     results: dict[str, RunResult]) -> None:
+                                                     results: Results) -> None:
     result = results["async"]
-    hypotheses = Hypotheses(f"E1 async: payments' link +{L_MS} ms for {T:.0f} s at {RATE}/s")
-    hypotheses.check(equals("async edge errors", 0, m.edge_errors(result), unit="orders"))
-    hypotheses.check(at_most("async edge p99 during the fault", 0.1,
-                             m.edge_latency(result, 99, START, START + T), unit="s"))
-    hypotheses.check(at_least("async backlog peak", 0.5 * (RATE - 1.25) * T,
-                              m.backlog_peak(result, "payments"), unit="messages"))
-    hypotheses.check(at_most("async backlog drained after removal", 20.0,
-                             m.drain_time(result, "payments"), unit="s"))
-    experiment.check(hypotheses)
+    h = Hypotheses(f"E1 async: payments' link +{L_MS} ms for {T:.0f} s at {RATE}/s")
+    h.check(equals("async edge errors", 0, m.edge_errors(result), unit="orders"))
+    h.check(at_most("async edge p99 during the fault", 0.1,
+                    m.edge_latency(result, 99, START, START + T), unit="s"))
+    h.check(at_least("async backlog peak", 0.5 * (RATE - 1.25) * T,
+                     m.backlog_peak(result, "payments"), unit="messages"))
+    h.check(at_most("async backlog drained after removal", 20.0,
+                    m.drain_time(result, "payments"), unit="s"))
+    experiment.check(h)
 
 
 def test_negative_control_big_pool_does_not_collapse(experiment: Experiment,
-                                                     results: dict[str, RunResult]) -> None:
+                                                     results: Results) -> None:
     """Switch the mechanism off (pool 32: capacity 80/s): the collapse claim must fail."""
     experiment.negative_control(sync_collapse(results["big_pool"]), COLLAPSE)

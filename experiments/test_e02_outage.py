@@ -15,8 +15,7 @@ import pytest
 
 from testbed.analysis import Hypotheses, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult
-from testbed.scenario import Experiment, unreachable
+from testbed.scenario import Experiment, Results, unreachable
 from testbed.scenario import metrics as m
 from testbed.topology import Knobs, paired
 
@@ -26,13 +25,13 @@ RATE, START, OUTAGE, DURATION = 20, 2.0, 3.0, 8.0
 
 
 @pytest.fixture(scope="module")
-def results(experiment: Experiment) -> dict[str, RunResult]:
+def results(experiment: Experiment) -> Results:
     """Both trials once per module, at the same time; each test reads the same runs."""
     return experiment.paired(paired(2, knobs=Knobs(timeout_s=1.0)), constant(RATE, DURATION),
                              [unreachable("payments", at=START, duration=OUTAGE)])
 
 
-def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
+def outage_hypotheses(results: Results) -> Hypotheses:
     sync, asynchronous = results["sync"], results["async"]
     hypotheses = Hypotheses("E2 outage: payments unreachable for 3 s at 20 orders/s")
     hypotheses.check(close_to("sync edge errors", RATE * OUTAGE, m.edge_errors(sync),
@@ -56,14 +55,14 @@ def outage_hypotheses(results: dict[str, RunResult]) -> Hypotheses:
 
 
 def test_outage_hypotheses_hold(experiment: Experiment,
-                                results: dict[str, RunResult]) -> None:
+                                results: Results) -> None:
     experiment.check(outage_hypotheses(results))
     assert results["sync"].meta["load"]["fell_behind"] is False
     assert results["async"].meta["drained"] is True
 
 
 def test_negative_control_the_sync_chain_does_not_shrug_it_off(
-        experiment: Experiment, results: dict[str, RunResult]) -> None:
+        experiment: Experiment, results: Results) -> None:
     """Claim the sync chain shrugs the outage off like the queue does: it must not hold."""
     wrong = Hypotheses("E2 outage, deliberately wrong")
     wrong.check(equals("sync edge errors", 0, m.edge_errors(results["sync"]), unit="orders"))

@@ -22,7 +22,7 @@ import pytest
 from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
 from testbed.load import constant
 from testbed.observe import RunResult
-from testbed.scenario import Experiment, fault
+from testbed.scenario import Experiment, Results, fault
 from testbed.scenario import metrics as m
 from testbed.topology import Knobs, async_pipeline
 
@@ -35,8 +35,8 @@ WITH_DLQ = Knobs(prefetch=1, error_backoff_ms=BACKOFF_MS, queue_type="quorum",
 
 
 @pytest.fixture(scope="module")
-def results(experiment: Experiment) -> dict[str, RunResult]:
-    """Both queues get the same poison message, at the same time."""
+def results(experiment: Experiment) -> Results:
+    """The same poison message into both queues, at the same time."""
     return experiment.paired([async_pipeline(1, knobs=WITHOUT_DLQ, name="without_dlq"),
                               async_pipeline(1, knobs=WITH_DLQ, name="with_dlq")],
                              constant(RATE, DURATION), [fault("poison", "payments", at=AT)],
@@ -44,39 +44,36 @@ def results(experiment: Experiment) -> dict[str, RunResult]:
 
 
 def dlq_hypotheses(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses("E3 with DLQ: one poison message, delivery limit 3")
-    hypotheses.check(equals("DLQ depth", 1, m.dlq_peak(result, "payments.dlq"),
-                            unit="messages"))
-    hypotheses.check(equals("handler failures on the poison", LIMIT + 1,
-                            m.counter(result, "payments", "handler_errors")))
-    hypotheses.check(equals("orders lost", 0, m.lost(result, "payments"), unit="orders"))
-    hypotheses.check(at_most("backlog peak", 5, m.backlog_peak(result, "payments"),
-                             unit="messages"))
-    return hypotheses
+    h = Hypotheses("E3 with DLQ: one poison message, delivery limit 3")
+    h.check(equals("DLQ depth", 1, m.dlq_peak(result, "payments.dlq"), unit="messages"))
+    h.check(equals("handler failures on the poison", LIMIT + 1,
+                   m.counter(result, "payments", "handler_errors")))
+    h.check(equals("orders lost", 0, m.lost(result, "payments"), unit="orders"))
+    h.check(at_most("backlog peak", 5, m.backlog_peak(result, "payments"), unit="messages"))
+    return h
 
 
 def test_without_dlq_the_poison_blocks_the_queue(experiment: Experiment,
-                                                 results: dict[str, RunResult]) -> None:
+                                                 results: Results) -> None:
     result = results["without_dlq"]
-    hypotheses = Hypotheses("E3 without DLQ: one poison message, classic queue")
-    hypotheses.check(at_least("handler failures", 0.5 * (DURATION - AT) * 1000 / BACKOFF_MS,
-                              m.counter(result, "payments", "handler_errors")))
-    hypotheses.check(close_to("backlog growth after the poison", RATE,
-                              m.backlog_growth(result, AT + 0.5, DURATION, "payments"),
-                              rel=0.3, unit="msg/s"))
-    hypotheses.check(at_most("orders processed behind the poison", 1,
-                             m.processed_between(result, "payments", start=AT + 0.5),
-                             unit="orders"))
-    hypotheses.check(equals("queue drained", False, m.drained(result)))
-    experiment.check(hypotheses)
+    h = Hypotheses("E3 without DLQ: one poison message, classic queue")
+    h.check(at_least("handler failures", 0.5 * (DURATION - AT) * 1000 / BACKOFF_MS,
+                     m.counter(result, "payments", "handler_errors")))
+    h.check(close_to("backlog growth after the poison", RATE,
+                     m.backlog_growth(result, AT + 0.5, DURATION, "payments"), rel=0.3,
+                     unit="msg/s"))
+    h.check(at_most("orders processed behind the poison", 1,
+                    m.processed_between(result, "payments", start=AT + 0.5), unit="orders"))
+    h.check(equals("queue drained", False, m.drained(result)))
+    experiment.check(h)
 
 
 def test_with_dlq_the_poison_is_parked_and_orders_flow(experiment: Experiment,
-                                                       results: dict[str, RunResult]) -> None:
+                                                       results: Results) -> None:
     experiment.check(dlq_hypotheses(results["with_dlq"]))
 
 
-def test_negative_control_without_dlq_the_dlq_claims_fail(
-        experiment: Experiment, results: dict[str, RunResult]) -> None:
+def test_negative_control_without_dlq_the_dlq_claims_fail(experiment: Experiment,
+                                                          results: Results) -> None:
     experiment.negative_control(dlq_hypotheses(results["without_dlq"]), "DLQ depth",
                                 "handler failures on the poison", "backlog peak")

@@ -37,164 +37,105 @@ tail excess fall far below the model's and both hypotheses must fail.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import cache
 
 import numpy as np
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_least,
-    at_most,
-    close_to,
-    equals,
-    ledger_audit,
-    peak,
-    percentile,
-    series,
-    windowed_latency,
-)
+from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, Results, Trial
+from testbed.scenario import metrics as m
 from testbed.topology import Knobs, async_pipeline, sync_chain
 from testbed.topology.builders import ASYNC_STAGES
 
-from .conftest import accepted, edge_errors, report, save
-
 RATE, DURATION, ASYNC_DURATION, POOL = 40, 5.0, 4.0, 128
 WORK_MS, JITTER_MS, OVERHEAD_MS = 30.0, 150.0, 3.0
-DEPTHS = (1, 2, 3, 4, 5)
-ASYNC_DEPTHS = (1, 5)
+DEPTHS, ASYNC_DEPTHS = (1, 2, 3, 4, 5), (1, 5)
 BACKLOG = 128  # waitress admits 2 x backlog connections: room for 128 keep-alive callers
 USER_TIMEOUT_S = 6.0
 REL = 0.4  # sampling band of a 200-request p99 plus machine noise
 ASYNC_P99_S, ASYNC_SPREAD_S = 0.1, 0.05
 MAX_SATURATION = 0.75  # model assumption: never waiting for a worker
+STEADY = Knobs(pool_size=POOL, accept_backlog=BACKLOG, timeout_s=USER_TIMEOUT_S,
+               work_ms=WORK_MS)  # the negative control: no jitter
+JITTERY = replace(STEADY, work_jitter_ms=JITTER_MS)
+HOP_P99 = (WORK_MS + OVERHEAD_MS + JITTER_MS * math.log(100)) / 1000  # W + O + J ln 100
 
 
-@dataclass(frozen=True)
-class TailModel:
-    """Sum of iid shifted exponentials, one per hop, evaluated by seeded Monte Carlo."""
-
-    work_ms: float
-    jitter_ms: float
-    overhead_ms: float = OVERHEAD_MS
-    draws: int = 200_000
-    seed: int = 4
-
-    @cache  # noqa: B019 - one model per module, a handful of hop counts
-    def _totals(self, hops: int) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
-        tails = rng.exponential(self.jitter_ms, (self.draws, hops)).sum(axis=1)
-        return hops * (self.work_ms + self.overhead_ms) + tails
-
-    def p(self, q: float, hops: int) -> float:
-        """End-to-end latency percentile q (seconds) over ``hops`` hops."""
-        return float(np.percentile(self._totals(hops), q)) / 1000
-
-    @property
-    def hop_p99(self) -> float:
-        """One hop's own p99 (seconds): W + O + J ln 100."""
-        return (self.work_ms + self.overhead_ms + self.jitter_ms * math.log(100)) / 1000
+@cache
+def model(q: float, hops: int) -> float:
+    """The tail model: end-to-end latency percentile q (seconds) over ``hops`` hops, a
+    sum of iid W + O + Exp(J) draws, by seeded Monte Carlo (200,000 draws)."""
+    tails = np.random.default_rng(4).exponential(JITTER_MS, (200_000, hops)).sum(axis=1)
+    return float(np.percentile(hops * (WORK_MS + OVERHEAD_MS) + tails, q)) / 1000
 
 
-MODEL = TailModel(WORK_MS, JITTER_MS)
-
-
-def sync_trial(runtime: Runtime, depth: int, knobs: Knobs) -> RunResult:
-    with runtime.deploy(sync_chain(depth, knobs=knobs, name=f"sync_d{depth}")) as deployment:
-        return run_trial(deployment, constant(RATE, DURATION), [], timeout_s=USER_TIMEOUT_S,
-                         tail_s=0.2)
-
-
-def async_trials(runtime: Runtime) -> dict[str, RunResult]:
-    """Both depths at the same time, so whatever else the machine does hits them alike."""
-    knobs = Knobs(work_ms=WORK_MS)
-    with ExitStack() as stack:
-        deployments = {f"async_d{d}": stack.enter_context(runtime.deploy(
-            async_pipeline(d, knobs=knobs, name=f"async_d{d}"))) for d in ASYNC_DEPTHS}
-        with ThreadPoolExecutor(len(deployments)) as pool:
-            running = {name: pool.submit(run_trial, deployment,
-                                         constant(RATE, ASYNC_DURATION), [],
-                                         timeout_s=USER_TIMEOUT_S, drain_timeout_s=10)
-                       for name, deployment in deployments.items()}
-            return {name: future.result() for name, future in running.items()}
-
-
-def typical_p99(result: RunResult) -> float:
-    """Median over 0.5 s windows (the first, warm-up, left out) of each window's p99."""
-    per_window = windowed_latency(result.requests, window_s=0.5, percentiles=(99,))
-    return float(per_window["p99"].iloc[1:].median())
+def sync_trial(key: str, depth: int, knobs: Knobs) -> Trial:
+    return Trial(key, sync_chain(depth, knobs=knobs, name=key), constant(RATE, DURATION),
+                 options={"timeout_s": USER_TIMEOUT_S, "tail_s": 0.2})
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    knobs = Knobs(pool_size=POOL, accept_backlog=BACKLOG, timeout_s=USER_TIMEOUT_S,
-                  work_ms=WORK_MS, work_jitter_ms=JITTER_MS)
-    found = {f"sync_d{d}": sync_trial(testbed_runtime, d, knobs) for d in DEPTHS}
-    found |= async_trials(testbed_runtime)
-    save(pytestconfig, "e04-tail-compounding", found)
-    yield found
+def results(experiment: Experiment) -> Results:
+    """The sync depths and the no-jitter control one after the other (six chains at
+    once load the 2-core machine enough to move every p99 out of its band), then both
+    async depths at the same time, so whatever else the machine does hits them alike."""
+    sync = [sync_trial(f"sync_d{d}", d, JITTERY) for d in DEPTHS]
+    found = experiment.trials([*sync, sync_trial("no_jitter_d5", 5, STEADY)], concurrent=False)
+    return found | experiment.paired(
+        [async_pipeline(d, knobs=Knobs(work_ms=WORK_MS), name=f"async_d{d}")
+         for d in ASYNC_DEPTHS], constant(RATE, ASYNC_DURATION),
+        timeout_s=USER_TIMEOUT_S, drain_timeout_s=10)
 
 
-def check_tail(hypotheses: Hypotheses, depth: int, result: RunResult) -> None:
+def check_tail(h: Hypotheses, depth: int, result: RunResult) -> None:
     """p99 against the tail model, against the sum of per-hop p99s, and the tail excess."""
-    hops = depth + 1
-    p99 = percentile(result.requests, 99)
-    excess = p99 - percentile(result.requests, 50)
-    hypotheses.check(close_to(f"sync e2e p99, depth {depth}", MODEL.p(99, hops), p99,
-                              rel=REL, unit="s"))
-    hypotheses.check(at_most(f"sync e2e p99, depth {depth}, vs sum of {hops} hop p99s",
-                             hops * MODEL.hop_p99, p99, unit="s"))
-    hypotheses.check(close_to(f"sync tail excess p99 - p50, depth {depth}",
-                              MODEL.p(99, hops) - MODEL.p(50, hops), excess, rel=REL,
-                              unit="s"))
+    hops, p99 = depth + 1, m.edge_latency(result, 99)
+    h.check(close_to(f"sync e2e p99, depth {depth}", model(99, hops), p99, rel=REL, unit="s"))
+    h.check(at_most(f"sync e2e p99, depth {depth}, vs sum of {hops} hop p99s",
+                    hops * HOP_P99, p99, unit="s"))
+    h.check(close_to(f"sync tail excess p99 - p50, depth {depth}",
+                     model(99, hops) - model(50, hops), p99 - m.edge_latency(result, 50),
+                     rel=REL, unit="s"))
 
 
-def test_sync_tails_compound_with_depth(results: dict[str, RunResult]) -> None:
-    hypotheses = Hypotheses(f"E4 sync: each hop {WORK_MS:g} ms + Exp({JITTER_MS:g} ms), "
-                            f"depth 1..5 at {RATE}/s")
+def test_sync_tails_compound_with_depth(experiment: Experiment, results: Results) -> None:
+    h = Hypotheses(f"E4 sync: each hop {WORK_MS:g} ms + Exp({JITTER_MS:g} ms), "
+                   f"depth 1..5 at {RATE}/s")
     for depth in DEPTHS:
-        check_tail(hypotheses, depth, results[f"sync_d{depth}"])
-    growth = (percentile(results["sync_d5"].requests, 99)
-              / percentile(results["sync_d1"].requests, 99))
-    hypotheses.check(at_least("sync p99 depth 5 / depth 1", 1.5, growth))
-    saturation = series(results["sync_d5"].samples, "service:gateway", "saturation")
-    hypotheses.check(at_most("gateway pool saturation peak, depth 5 (no queueing)",
-                             MAX_SATURATION, peak(saturation)[0]))
-    report(hypotheses)
-    assert sum(edge_errors(results[f"sync_d{d}"]) for d in DEPTHS) == 0
+        check_tail(h, depth, results[f"sync_d{depth}"])
+    deepest, shallowest = results["sync_d5"], results["sync_d1"]
+    h.check(at_least("sync p99 depth 5 / depth 1", 1.5,
+                     m.edge_latency(deepest, 99) / m.edge_latency(shallowest, 99)))
+    h.check(at_most("gateway pool saturation peak, depth 5 (no queueing)", MAX_SATURATION,
+                    m.gauge_peak(deepest, "gateway", "saturation")))
+    experiment.check(h)
+    assert sum(m.edge_errors(results[f"sync_d{d}"]) for d in DEPTHS) == 0
 
 
-def test_async_enqueue_latency_is_flat_in_depth(results: dict[str, RunResult]) -> None:
-    hypotheses = Hypotheses(f"E4 async: edge enqueue latency, depth 1 and 5 at {RATE}/s")
-    p99 = {d: typical_p99(results[f"async_d{d}"]) for d in ASYNC_DEPTHS}
+def test_async_enqueue_latency_is_flat_in_depth(experiment: Experiment,
+                                                results: Results) -> None:
+    h = Hypotheses(f"E4 async: edge enqueue latency, depth 1 and 5 at {RATE}/s")
+    p99 = {d: m.typical_edge_latency(results[f"async_d{d}"], 99) for d in ASYNC_DEPTHS}
     for depth in ASYNC_DEPTHS:
         result = results[f"async_d{depth}"]
-        hypotheses.check(at_most(f"async edge typical p99, depth {depth}", ASYNC_P99_S, p99[depth],
-                                 unit="s"))
-        audit = ledger_audit(accepted(result), result.processed(ASYNC_STAGES[depth - 1]))
-        hypotheses.check(equals(f"async orders lost, depth {depth}", 0, audit.lost,
-                                unit="orders"))
-        hypotheses.check(equals(f"async edge errors, depth {depth}", 0, edge_errors(result),
-                                unit="orders"))
-    hypotheses.check(at_most("async edge typical p99, |depth 5 - depth 1|", ASYNC_SPREAD_S,
-                             abs(p99[5] - p99[1]), unit="s"))
-    report(hypotheses)
+        h.check(at_most(f"async edge typical p99, depth {depth}", ASYNC_P99_S, p99[depth],
+                        unit="s"))
+        h.check(equals(f"async orders lost, depth {depth}", 0,
+                       m.lost(result, ASYNC_STAGES[depth - 1]), unit="orders"))
+        h.check(equals(f"async edge errors, depth {depth}", 0, m.edge_errors(result),
+                       unit="orders"))
+    h.check(at_most("async edge typical p99, |depth 5 - depth 1|", ASYNC_SPREAD_S,
+                    abs(p99[5] - p99[1]), unit="s"))
+    experiment.check(h)
 
 
-def test_negative_control_without_jitter_the_tail_vanishes(testbed_runtime: Runtime) -> None:
+def test_negative_control_without_jitter_the_tail_vanishes(experiment: Experiment,
+                                                          results: Results) -> None:
     """The same chain without jitter: the tail-model claims must fail."""
-    knobs = Knobs(pool_size=POOL, accept_backlog=BACKLOG, timeout_s=USER_TIMEOUT_S,
-                  work_ms=WORK_MS)
-    hypotheses = Hypotheses("E4 negative control: no jitter, depth 5")
-    check_tail(hypotheses, 5, sync_trial(testbed_runtime, 5, knobs))
-    print("\n" + hypotheses.report())
-    assert {"sync e2e p99, depth 5", "sync tail excess p99 - p50, depth 5"} <= {
-        v.name for v in hypotheses.failed}
+    h = Hypotheses("E4 negative control: no jitter, depth 5")
+    check_tail(h, 5, results["no_jitter_d5"])
+    experiment.negative_control(h, "sync e2e p99, depth 5", "sync tail excess p99 - p50, depth 5")

@@ -29,7 +29,7 @@ import pytest
 from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
 from testbed.load import constant
 from testbed.observe import RunResult
-from testbed.scenario import Experiment, Trial, fault
+from testbed.scenario import Experiment, Results, Trial, fault
 from testbed.scenario import metrics as m
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
@@ -37,110 +37,102 @@ pytestmark = pytest.mark.flagship
 
 RATE, START, DURATION = 5, 1.0, 7.0
 T = DURATION - START + 0.5
-RETRIES, DEPTH = 2, 3
-FAILURES, RESET_S = 5, 2.0
+RETRIES, DEPTH, FAILURES, RESET_S, DELAY_S = 2, 3, 5, 2.0, 1.0
 NAIVE = Knobs(retries=RETRIES, timeout_s=2.0)
 SANE = Knobs(retries=RETRIES, retry_backoff_ms=50, retry_jitter=True, timeout_s=2.0,
              breaker_failures=FAILURES, breaker_reset_s=RESET_S)
 NAIVE_CONSUMER = Knobs(error_backoff_ms=5)
-DELAY_S = 1.0
 POLICY_CONSUMER = Knobs(consumer_retries=RETRIES, consumer_retry_delay_ms=DELAY_S * 1000,
                         dead_letter=True)
 SANE_BOUND = FAILURES + 2 * (T / RESET_S + 1)
 MET = RATE * (DURATION - START)  # orders that reach the bottom while it fails
 NAIVE_FLOOR = 10  # attempts per order: a 5 ms loop manages ~30 on 2 busy cores
+ATTEMPTS = "attempts per order that met the fault"
+BOTTOM_CALLS = "calls at the bottom during the fault"
 
 
 def storm(topology: Topology) -> Trial:
-    """The bottom service (the last of the chain or pipeline) fails every order."""
+    """The bottom service (the chain's or the pipeline's last) fails every order."""
     failing = fault("error_rate", topology.services[-1].name, at=START, duration=T, p=1.0)
     return Trial(topology.name, topology, constant(RATE, DURATION), [failing],
                  {"drain_timeout_s": 10})
 
 
 @pytest.fixture(scope="module")
-def results(experiment: Experiment) -> dict[str, RunResult]:
+def results(experiment: Experiment) -> Results:
     """The four storms at the same time, each on its own deployment."""
     return experiment.trials([
         storm(sync_chain(DEPTH, knobs=NAIVE, name="sync_naive")),
         storm(sync_chain(DEPTH, knobs=SANE, name="sync_sane")),
         storm(async_pipeline(DEPTH, knobs=NAIVE_CONSUMER, name="async_naive")),
-        storm(async_pipeline(DEPTH, knobs=POLICY_CONSUMER, name="async_policy")),
-    ])
+        storm(async_pipeline(DEPTH, knobs=POLICY_CONSUMER, name="async_policy"))])
 
 
-def bottom_calls(result: RunResult, service: str) -> float:
-    """Calls that reached the failing service and failed there (the injected errors)."""
-    return m.counter(result, service, "injected_errors")
+def bottom_calls(result: RunResult) -> float:
+    """Calls that reached the failing service (sync: inventory) and failed there."""
+    return m.counter(result, "inventory", "injected_errors")
 
 
-def sync_naive_hypotheses(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses(f"E5 sync, naive retries (r = {RETRIES} at {DEPTH} hops)")
-    failed = m.edge_errors(result)
-    hypotheses.check(close_to("calls at the bottom per failed order", (1 + RETRIES) ** DEPTH,
-                              bottom_calls(result, "inventory") / max(failed, 1), rel=0.1,
-                              unit="calls"))
-    return hypotheses
+def attempts(result: RunResult) -> float:
+    """Tries per order at the failing consumer (async: notification)."""
+    return m.counter(result, "notification", "handler_errors") / MET
 
 
 def sync_bounded_hypotheses(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses(f"E5 sync, backoff + jitter + breaker (F = {FAILURES}, "
-                            f"reset {RESET_S:.0f} s)")
-    hypotheses.check(at_most("calls at the bottom during the fault", SANE_BOUND,
-                             bottom_calls(result, "inventory"), unit="calls"))
-    hypotheses.check(at_least("orders failed at the edge (fast, by the breakers)",
-                              0.8 * MET, m.edge_errors(result), unit="orders"))
-    return hypotheses
+    h = Hypotheses(f"E5 sync, backoff + jitter + breaker (F = {FAILURES}, "
+                   f"reset {RESET_S:.0f} s)")
+    h.check(at_most(BOTTOM_CALLS, SANE_BOUND, bottom_calls(result), unit="calls"))
+    h.check(at_least("orders failed at the edge (fast, by the breakers)", 0.8 * MET,
+                     m.edge_errors(result), unit="orders"))
+    return h
 
 
 def async_policy_hypotheses(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses(f"E5 async, retry policy ({RETRIES} retries 1 s apart, then DLQ)")
-    attempts = m.counter(result, "notification", "handler_errors")
+    h = Hypotheses(f"E5 async, retry policy ({RETRIES} retries 1 s apart, then DLQ)")
     parked = m.counter(result, "notification", "dead_lettered")
-    hypotheses.check(at_most("attempts per order that met the fault", 1 + RETRIES,
-                             attempts / MET, unit="attempts"))
-    hypotheses.check(close_to("orders parked in the DLQ", RATE * (T - RETRIES * DELAY_S),
-                              parked, rel=0.3, unit="orders"))
-    hypotheses.check(equals("DLQ depth = orders parked", parked,
-                            m.dlq_peak(result, "notification.dlq"), unit="messages"))
     audit = m.audit(result, "notification")  # the DLQ's orders count as dead-lettered
-    hypotheses.check(equals("dead-lettered orders in the audit", parked,
-                            audit.dead_lettered, unit="orders"))
-    hypotheses.check(equals("orders lost (accepted = processed + dead-lettered)", 0,
-                            audit.lost, unit="orders"))
-    return hypotheses
+    h.check(at_most(ATTEMPTS, 1 + RETRIES, attempts(result), unit="attempts"))
+    h.check(close_to("orders parked in the DLQ", RATE * (T - RETRIES * DELAY_S), parked,
+                     rel=0.3, unit="orders"))
+    h.check(equals("DLQ depth = orders parked", parked, m.dlq_peak(result, "notification.dlq"),
+                   unit="messages"))
+    h.check(equals("dead-lettered orders in the audit", parked, audit.dead_lettered,
+                   unit="orders"))
+    h.check(equals("orders lost (accepted = processed + dead-lettered)", 0, audit.lost,
+                   unit="orders"))
+    return h
 
 
-def test_sync_naive_retries_multiply_load_at_the_bottom(
-        experiment: Experiment, results: dict[str, RunResult]) -> None:
-    experiment.check(sync_naive_hypotheses(results["sync_naive"]))
+def test_sync_naive_retries_multiply_load_at_the_bottom(experiment: Experiment,
+                                                        results: Results) -> None:
+    result = results["sync_naive"]
+    h = Hypotheses(f"E5 sync, naive retries (r = {RETRIES} at {DEPTH} hops)")
+    h.check(close_to("calls at the bottom per failed order", (1 + RETRIES) ** DEPTH,
+                     bottom_calls(result) / max(m.edge_errors(result), 1), rel=0.1,
+                     unit="calls"))
+    experiment.check(h)
 
 
 def test_sync_backoff_and_breakers_bound_the_load(experiment: Experiment,
-                                                  results: dict[str, RunResult]) -> None:
+                                                  results: Results) -> None:
     experiment.check(sync_bounded_hypotheses(results["sync_sane"]))
 
 
-def test_async_naive_requeue_spins(experiment: Experiment,
-                                   results: dict[str, RunResult]) -> None:
+def test_async_naive_requeue_spins(experiment: Experiment, results: Results) -> None:
     result = results["async_naive"]
-    hypotheses = Hypotheses("E5 async, naive requeue (5 ms pause)")
-    hypotheses.check(at_least("attempts per order that met the fault", NAIVE_FLOOR,
-                              m.counter(result, "notification", "handler_errors") / MET,
-                              unit="attempts"))
-    hypotheses.check(equals("orders lost (requeued, processed after the fault)", 0,
-                            m.lost(result, "notification"), unit="orders"))
-    experiment.check(hypotheses)
+    h = Hypotheses("E5 async, naive requeue (5 ms pause)")
+    h.check(at_least(ATTEMPTS, NAIVE_FLOOR, attempts(result), unit="attempts"))
+    h.check(equals("orders lost (requeued, processed after the fault)", 0,
+                   m.lost(result, "notification"), unit="orders"))
+    experiment.check(h)
 
 
 def test_async_retry_policy_bounds_redeliveries(experiment: Experiment,
-                                                results: dict[str, RunResult]) -> None:
+                                                results: Results) -> None:
     experiment.check(async_policy_hypotheses(results["async_policy"]))
 
 
-def test_negative_controls_naive_runs_fail_the_bounded_claims(
-        experiment: Experiment, results: dict[str, RunResult]) -> None:
-    experiment.negative_control(sync_bounded_hypotheses(results["sync_naive"]),
-                                "calls at the bottom during the fault")
-    experiment.negative_control(async_policy_hypotheses(results["async_naive"]),
-                                "attempts per order that met the fault")
+def test_negative_controls_naive_runs_fail_the_bounded_claims(experiment: Experiment,
+                                                              results: Results) -> None:
+    experiment.negative_control(sync_bounded_hypotheses(results["sync_naive"]), BOTTOM_CALLS)
+    experiment.negative_control(async_policy_hypotheses(results["async_naive"]), ATTEMPTS)

@@ -32,88 +32,75 @@ import math
 
 import pytest
 
-from testbed.analysis import Hypotheses, at_most, close_to, error_rate, time_to_recover
+from testbed.analysis import Hypotheses, at_most, close_to
 from testbed.load import constant
 from testbed.observe import RunResult
-from testbed.scenario import Experiment, slower
+from testbed.scenario import Experiment, Results, slower
 from testbed.scenario import metrics as m
 from testbed.topology import Knobs, sync_chain
-
-Results = dict[str, RunResult]
 
 RATE, START, T, DURATION = 20, 2.0, 5.0, 11.0
 SLOW_MS, TIMEOUT_S, POOL = 3000, 0.5, 32
 FAILURES, RESET_S = 3, 2.0
-USER_TIMEOUT_S = 3.0
+USER_TIMEOUT_S, FAST_S = 3.0, 0.1
 OPENS_AFTER_S = TIMEOUT_S + (FAILURES - 1) / RATE  # concurrent calls: the 3rd timeout
 TRIALS = math.ceil((T - OPENS_AFTER_S) / (RESET_S + TIMEOUT_S))
 MAX_CALLS = RATE * OPENS_AFTER_S + TRIALS * (1 + RATE * TIMEOUT_S)
-FAST_S = 0.1
 NO_BREAKER = Knobs(pool_size=POOL, timeout_s=TIMEOUT_S)
 WITH_BREAKER = Knobs(pool_size=POOL, timeout_s=TIMEOUT_S, breaker_failures=FAILURES,
                      breaker_reset_s=RESET_S)
-CALLS = ("orders", "downstream_calls")  # orders' calls to payments
+FAST = "edge p50 once the breaker is open (fast failures)"
+CALLS = "calls reaching payments during the fault"
 
 
 @pytest.fixture(scope="module")
 def results(experiment: Experiment) -> Results:
     """With and without a breaker on orders, at the same time."""
-    return experiment.paired([sync_chain(2, knobs=Knobs(pool_size=POOL), overrides={"orders": knobs},
-                                         name=name)
-                              for name, knobs in (("no_breaker", NO_BREAKER), ("breaker", WITH_BREAKER))],
-                             constant(RATE, DURATION),
+    chains = [sync_chain(2, knobs=Knobs(pool_size=POOL), overrides={"orders": orders}, name=name)
+              for name, orders in (("no_breaker", NO_BREAKER), ("breaker", WITH_BREAKER))]
+    return experiment.paired(chains, constant(RATE, DURATION),
                              [slower("payments", SLOW_MS, at=START, duration=T)],
                              timeout_s=USER_TIMEOUT_S)
 
 
-def fault_span(result: RunResult) -> tuple[float, float]:
-    """When the latency was really in place (inject and remove events)."""
-    injected, removed = m.fault_span(result)
-    assert injected is not None and removed is not None, "the fault was never removed"
-    return injected, removed
+def calls(result: RunResult) -> tuple[float, float]:
+    """Calls orders made to payments between its first and last 0.25 s sample inside
+    the fault, and the seconds between those samples."""
+    span = ("orders", "downstream_calls", *m.fault_window(result))
+    return m.counter_increase(result, *span), m.counter_span(result, *span)
 
 
-def edge_recovery(result: RunResult) -> float | None:
-    """Seconds from the removal until the edge error rate is back to its pre-fault 0
-    (0.25 s windows: finer than the vocabulary's 0.5 s, for claims of half a second)."""
-    injected, removed = fault_span(result)
-    return time_to_recover(error_rate(result.requests, window_s=0.25), injected, removed,
-                           tolerance=0.05)
+def recovery(result: RunResult) -> float | None:
+    """Edge recovery over 0.25 s windows: finer than the default, for half-second claims."""
+    return m.time_to_recover_edge(result, window_s=0.25)
 
 
 def breaker_hypotheses(result: RunResult) -> Hypotheses:
-    injected, removed = fault_span(result)
-    hypotheses = Hypotheses(f"E6 with breaker ({FAILURES} failures, reset {RESET_S:g} s): "
-                            f"payments +{SLOW_MS} ms for {T:g} s at {RATE}/s")
-    hypotheses.check(at_most("breaker opened after", OPENS_AFTER_S + 1.0,
-                             m.counter_time_to_detect(result, "orders", "breaker_rejections"),
-                             unit="s", none_text="never opened"))
-    fast_from = injected + OPENS_AFTER_S + 0.5
-    hypotheses.check(at_most("edge p50 once the breaker is open (fast failures)", FAST_S,
-                             m.edge_latency(result, 50, fast_from, removed), unit="s"))
-    hypotheses.check(at_most("calls reaching payments during the fault", MAX_CALLS,
-                             m.counter_increase(result, *CALLS, injected, removed),
-                             unit="calls"))
-    hypotheses.check(at_most("edge recovery after removal (half-open trial)", RESET_S + 0.5,
-                             edge_recovery(result), unit="s", none_text="never recovered"))
-    return hypotheses
+    injected, removed = m.fault_window(result)
+    h = Hypotheses(f"E6 with breaker ({FAILURES} failures, reset {RESET_S:g} s): "
+                   f"payments +{SLOW_MS} ms for {T:g} s at {RATE}/s")
+    h.check(at_most("breaker opened after", OPENS_AFTER_S + 1.0,
+                    m.counter_time_to_detect(result, "orders", "breaker_rejections"),
+                    unit="s", none_text="never opened"))
+    h.check(at_most(FAST, FAST_S, m.edge_latency(result, 50, injected + OPENS_AFTER_S + 0.5,
+                                                 removed), unit="s"))
+    h.check(at_most(CALLS, MAX_CALLS, calls(result)[0], unit="calls"))
+    h.check(at_most("edge recovery after removal (half-open trial)", RESET_S + 0.5,
+                    recovery(result), unit="s", none_text="never recovered"))
+    return h
 
 
 def test_without_breaker_failures_are_slow(experiment: Experiment, results: Results) -> None:
     result = results["no_breaker"]
-    injected, removed = fault_span(result)
-    hypotheses = Hypotheses(f"E6 without breaker: payments +{SLOW_MS} ms for {T:g} s at "
-                            f"{RATE}/s, orders' timeout {TIMEOUT_S:g} s")
-    hypotheses.check(close_to("edge p50 during the fault (slow failures)", TIMEOUT_S,
-                              m.edge_latency(result, 50, injected, removed), rel=0.2,
-                              unit="s"))
-    hypotheses.check(close_to("calls reaching payments during the fault",
-                              RATE * m.counter_span(result, *CALLS, injected, removed),
-                              m.counter_increase(result, *CALLS, injected, removed),
-                              rel=0.15, unit="calls"))
-    hypotheses.check(at_most("edge recovery after removal", TIMEOUT_S, edge_recovery(result),
-                             unit="s", none_text="never recovered"))
-    experiment.check(hypotheses)
+    h = Hypotheses(f"E6 without breaker: payments +{SLOW_MS} ms for {T:g} s at "
+                   f"{RATE}/s, orders' timeout {TIMEOUT_S:g} s")
+    h.check(close_to("edge p50 during the fault (slow failures)", TIMEOUT_S,
+                     m.edge_latency(result, 50, *m.fault_window(result)), rel=0.2, unit="s"))
+    made, span = calls(result)
+    h.check(close_to(CALLS, RATE * span, made, rel=0.15, unit="calls"))
+    h.check(at_most("edge recovery after removal", TIMEOUT_S, recovery(result), unit="s",
+                    none_text="never recovered"))
+    experiment.check(h)
     assert m.edge_errors(result, end=START) == 0  # healthy before the fault
 
 
@@ -125,6 +112,4 @@ def test_with_breaker_failures_are_fast_and_calls_bounded(experiment: Experiment
 
 def test_negative_control_without_breaker_the_fast_failure_claims_fail(
         experiment: Experiment, results: Results) -> None:
-    experiment.negative_control(breaker_hypotheses(results["no_breaker"]),
-                                "edge p50 once the breaker is open (fast failures)",
-                                "calls reaching payments during the fault")
+    experiment.negative_control(breaker_hypotheses(results["no_breaker"]), FAST, CALLS)

@@ -34,170 +34,119 @@ Negative control: the bounded-queue hypotheses read on the run without limits mu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pandas as pd
 import pytest
 
-from testbed.analysis import (
-    Hypotheses,
-    at_least,
-    at_most,
-    close_to,
-    equals,
-    growth_rate,
-    ledger_audit,
-    peak,
-    series,
-)
+from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
-from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
-
-from .conftest import accepted, edge_errors, report, save
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, Results
+from testbed.scenario import metrics as m
+from testbed.topology import Knobs, async_pipeline, sync_chain
 
 RATE, DURATION, WORK_MS, OVERHEAD_MS = 20, 6.0, 100.0, 4.0
-USER_TIMEOUT_S = 2.0
-MAX_LENGTH = 20
+USER_TIMEOUT_S, RESERVE_S, MAX_LENGTH = 2.0, 1.0, 20
 CAPACITY = 1000 / (WORK_MS + OVERHEAD_MS)  # mu, orders/s
 FIRST_ERROR_AT = USER_TIMEOUT_S * CAPACITY / (RATE - CAPACITY)
 COLLAPSE_AT = FIRST_ERROR_AT + 1.5  # from here on the plain chain delivers ~nothing
 SLOW = Knobs(work_ms=WORK_MS, pool_size=1, prefetch=1)
-RESERVE_S = 1.0
 DEADLINES = Knobs(deadline=True)
 BOUNDED = Knobs(work_ms=WORK_MS, prefetch=1, max_length=MAX_LENGTH, overflow="reject-publish")
-
-
-def trial(runtime: Runtime, topology: Topology) -> RunResult:
-    with runtime.deploy(topology) as deployment:
-        return run_trial(deployment, constant(RATE, DURATION), [], timeout_s=USER_TIMEOUT_S,
-                         drain_timeout_s=15)
+GOODPUT = "edge goodput once waits exceed the user's patience"
+WASTED = "orders payments processed for users who got an error"
+GAVE_UP = "edge failures that were users giving up (timeouts)"
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {
-        "sync": trial(testbed_runtime,
-                      sync_chain(2, overrides={"payments": SLOW}, name="sync")),
-        "deadlines": trial(testbed_runtime, sync_chain(2, knobs=DEADLINES, overrides={
-            "gateway": replace(DEADLINES, deadline_reserve_ms=RESERVE_S * 1000),
-            "payments": replace(SLOW, deadline=True)}, name="deadlines")),
-        "unbounded": trial(testbed_runtime,
-                           async_pipeline(1, overrides={"payments": SLOW}, name="unbounded")),
-        "bounded": trial(testbed_runtime,
-                         async_pipeline(1, overrides={"payments": BOUNDED}, name="bounded")),
-    }
-    save(pytestconfig, "e07-backpressure", found)
-    yield found
+def results(experiment: Experiment) -> Results:
+    """The four variants at the same time, each on its own deployment."""
+    deadlines = {"gateway": replace(DEADLINES, deadline_reserve_ms=RESERVE_S * 1000),
+                 "payments": replace(SLOW, deadline=True)}
+    return experiment.paired([
+        sync_chain(2, overrides={"payments": SLOW}, name="sync"),
+        sync_chain(2, knobs=DEADLINES, overrides=deadlines, name="deadlines"),
+        async_pipeline(1, overrides={"payments": SLOW}, name="unbounded"),
+        async_pipeline(1, overrides={"payments": BOUNDED}, name="bounded"),
+    ], constant(RATE, DURATION), timeout_s=USER_TIMEOUT_S, drain_timeout_s=15)
 
 
-def backlog(result: RunResult) -> pd.Series:
-    return series(result.samples, "queue:payments", "ready")
-
-
-def rejected(result: RunResult) -> int:
-    """Orders the edge turned away with 429 (queue full), not failed otherwise."""
-    return int((result.requests["status"] == 429).sum())
-
-
-def audit_check(hypotheses: Hypotheses, result: RunResult) -> None:
-    audit = ledger_audit(accepted(result), result.processed("payments"))
-    hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
+def throughput(h: Hypotheses, result: RunResult) -> None:
+    """Payments works at its capacity whatever the edge sees."""
+    h.check(close_to("payments throughput", CAPACITY,
+                     m.counter_rate(result, "payments", "ok", 1.0, DURATION), rel=0.2,
+                     unit="orders/s"))
 
 
 def bounded_hypotheses(result: RunResult) -> Hypotheses:
-    hypotheses = Hypotheses(f"E7 async, max_length {MAX_LENGTH} + reject-publish: "
-                            f"{RATE}/s into ~{CAPACITY:.1f}/s")
-    hypotheses.check(at_most("queue peak", MAX_LENGTH, peak(backlog(result))[0],
-                             unit="messages"))
-    expected = (RATE - CAPACITY) * DURATION - MAX_LENGTH - 1
-    hypotheses.check(close_to("edge answers 429", expected, rejected(result), rel=0.3,
-                              unit="orders"))
-    hypotheses.check(equals("edge failures other than 429",
-                            0, edge_errors(result) - rejected(result), unit="orders"))
-    audit_check(hypotheses, result)
-    return hypotheses
-
-
-def check_payments_throughput(hypotheses: Hypotheses, result: RunResult) -> None:
-    """Payments works at its capacity whatever the edge sees."""
-    served = series(result.samples, "service:payments", "ok")
-    hypotheses.check(close_to("payments throughput", CAPACITY,
-                              growth_rate(served, 1.0, DURATION), rel=0.2, unit="orders/s"))
-
-
-def test_sync_caps_throughput_and_fails_at_the_edge(results: dict[str, RunResult]) -> None:
-    result = results["sync"]
-    requests = result.requests
-    hypotheses = Hypotheses(f"E7 sync: {RATE}/s into payments' ~{CAPACITY:.1f}/s, "
-                            f"users wait {USER_TIMEOUT_S:g} s")
-    check_payments_throughput(hypotheses, result)
-    failed = requests.loc[~requests["ok"], "t_scheduled"]
-    hypotheses.check(close_to("first edge error (scheduled at)", FIRST_ERROR_AT,
-                              float(failed.min()) if len(failed) else None, abs=0.6,
-                              unit="s", none_text="no edge error"))
-    late = requests[requests["t_scheduled"] >= FIRST_ERROR_AT]
-    hypotheses.check(at_least("edge error rate after the first error", 1 - CAPACITY / RATE,
-                              float((~late["ok"]).mean())))
-    collapsed = requests[requests["t_scheduled"] >= COLLAPSE_AT]
-    hypotheses.check(at_most("edge goodput once waits exceed the user's patience", 2,
-                             int(collapsed["ok"].sum()), unit="orders"))
-    report(hypotheses)
+    h = Hypotheses(f"E7 async, max_length {MAX_LENGTH} + reject-publish: "
+                   f"{RATE}/s into ~{CAPACITY:.1f}/s")
+    rejected = m.edge_errors_of(result, "http_429")
+    h.check(at_most("queue peak", MAX_LENGTH, m.backlog_peak(result, "payments"),
+                    unit="messages"))
+    h.check(close_to("edge answers 429", (RATE - CAPACITY) * DURATION - MAX_LENGTH - 1,
+                     rejected, rel=0.3, unit="orders"))
+    h.check(equals("edge failures other than 429", 0, m.edge_errors(result) - rejected,
+                   unit="orders"))
+    h.check(equals("orders lost", 0, m.lost(result, "payments"), unit="orders"))
+    return h
 
 
 def deadline_hypotheses(result: RunResult) -> Hypotheses:
-    requests = result.requests
-    hypotheses = Hypotheses(f"E7 sync with deadlines: the gateway sheds what cannot finish "
-                            f"within the user's {USER_TIMEOUT_S:g} s (reserve {RESERVE_S:g} s)")
-    check_payments_throughput(hypotheses, result)
-    window = requests[requests["t_scheduled"] >= COLLAPSE_AT]
-    hypotheses.check(close_to("edge goodput once waits exceed the user's patience",
-                              CAPACITY * (DURATION - COLLAPSE_AT), int(window["ok"].sum()),
-                              rel=0.3, unit="orders"))
-    wasted = set(result.processed("payments")) - accepted(result)
-    hypotheses.check(at_most("orders payments processed for users who got an error", 3,
-                             len(wasted), unit="orders"))
-    failed = requests[~requests["ok"]]
-    hypotheses.check(equals("edge failures that were users giving up (timeouts)", 0,
-                            int((failed["error"] == "timeout").sum()), unit="orders"))
-    hypotheses.check(at_most("slowest edge failure (s)", USER_TIMEOUT_S - RESERVE_S + 0.5,
-                             float(failed["latency_s"].max()) if len(failed) else None,
-                             unit="s"))
-    return hypotheses
+    h = Hypotheses(f"E7 sync with deadlines: the gateway sheds what cannot finish "
+                   f"within the user's {USER_TIMEOUT_S:g} s (reserve {RESERVE_S:g} s)")
+    throughput(h, result)
+    h.check(close_to(GOODPUT, CAPACITY * (DURATION - COLLAPSE_AT),
+                     m.edge_successes(result, COLLAPSE_AT), rel=0.3, unit="orders"))
+    h.check(at_most(WASTED, 3, m.audit(result, "payments").unexpected, unit="orders"))
+    h.check(equals(GAVE_UP, 0, m.edge_errors_of(result, "timeout"), unit="orders"))
+    h.check(at_most("slowest edge failure (s)", USER_TIMEOUT_S - RESERVE_S + 0.5,
+                    m.slowest_edge_error(result), unit="s"))
+    return h
 
 
-def test_sync_with_deadlines_sheds_fast_and_keeps_delivering(
-        results: dict[str, RunResult]) -> None:
-    report(deadline_hypotheses(results["deadlines"]))
+def test_sync_caps_throughput_and_fails_at_the_edge(experiment: Experiment,
+                                                    results: Results) -> None:
+    result = results["sync"]
+    h = Hypotheses(f"E7 sync: {RATE}/s into payments' ~{CAPACITY:.1f}/s, "
+                   f"users wait {USER_TIMEOUT_S:g} s")
+    throughput(h, result)
+    h.check(close_to("first edge error (scheduled at)", FIRST_ERROR_AT,
+                     m.first_edge_error(result), abs=0.6, unit="s", none_text="no edge error"))
+    h.check(at_least("edge error rate after the first error", 1 - CAPACITY / RATE,
+                     m.edge_error_rate(result, FIRST_ERROR_AT)))
+    h.check(at_most(GOODPUT, 2, m.edge_successes(result, COLLAPSE_AT), unit="orders"))
+    experiment.check(h)
+
+
+def test_sync_with_deadlines_sheds_fast_and_keeps_delivering(experiment: Experiment,
+                                                             results: Results) -> None:
+    experiment.check(deadline_hypotheses(results["deadlines"]))
 
 
 def test_negative_control_without_deadlines_the_chain_delivers_nothing(
-        results: dict[str, RunResult]) -> None:
-    failed = {v.name for v in deadline_hypotheses(results["sync"]).failed}
-    assert {"edge goodput once waits exceed the user's patience",
-            "orders payments processed for users who got an error",
-            "edge failures that were users giving up (timeouts)"} <= failed
+        experiment: Experiment, results: Results) -> None:
+    experiment.negative_control(deadline_hypotheses(results["sync"]), GOODPUT, WASTED, GAVE_UP)
 
 
-def test_async_without_limits_accepts_everything(results: dict[str, RunResult]) -> None:
+def test_async_without_limits_accepts_everything(experiment: Experiment,
+                                                 results: Results) -> None:
     result = results["unbounded"]
-    hypotheses = Hypotheses(f"E7 async, no queue limit: {RATE}/s into ~{CAPACITY:.1f}/s")
-    hypotheses.check(equals("edge errors", 0, edge_errors(result), unit="orders"))
-    hypotheses.check(close_to("backlog growth", RATE - CAPACITY,
-                              growth_rate(backlog(result), 1.0, DURATION), rel=0.2,
-                              unit="msg/s"))
-    audit_check(hypotheses, result)
-    report(hypotheses)
+    h = Hypotheses(f"E7 async, no queue limit: {RATE}/s into ~{CAPACITY:.1f}/s")
+    h.check(equals("edge errors", 0, m.edge_errors(result), unit="orders"))
+    h.check(close_to("backlog growth", RATE - CAPACITY,
+                     m.backlog_growth(result, 1.0, DURATION, "payments"), rel=0.2,
+                     unit="msg/s"))
+    h.check(equals("orders lost", 0, m.lost(result, "payments"), unit="orders"))
+    experiment.check(h)
 
 
-def test_async_with_max_length_rejects_at_the_edge(results: dict[str, RunResult]) -> None:
-    report(bounded_hypotheses(results["bounded"]))
+def test_async_with_max_length_rejects_at_the_edge(experiment: Experiment,
+                                                   results: Results) -> None:
+    experiment.check(bounded_hypotheses(results["bounded"]))
 
 
-def test_negative_control_without_limit_the_queue_is_not_bounded(
-        results: dict[str, RunResult]) -> None:
-    failed = {v.name for v in bounded_hypotheses(results["unbounded"]).failed}
-    assert {"queue peak", "edge answers 429"} <= failed
+def test_negative_control_without_limit_the_queue_is_not_bounded(experiment: Experiment,
+                                                                 results: Results) -> None:
+    experiment.negative_control(bounded_hypotheses(results["unbounded"]), "queue peak",
+                                "edge answers 429")

@@ -34,111 +34,49 @@ claims fail.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from testbed.analysis import Hypotheses, close_to, equals, ledger_audit
-from testbed.faults import Planned, make_fault
+from testbed.analysis import Hypotheses, close_to, equals
 from testbed.load import constant
-from testbed.observe import RunResult, run_trial
-from testbed.runtime import Runtime
+from testbed.observe import RunResult
+from testbed.scenario import Experiment, Results, ServiceFault, Trial, fault
+from testbed.scenario import metrics as m
 from testbed.services.work import service_times
 from testbed.topology import Knobs, async_pipeline
 
-from .conftest import accepted, counter, report, save
-
 KEYS, RATE, DURATION = 2, 20, 12.0
+ORDERS = int(RATE * DURATION)
 CONSUMERS, W_MS, J_MS, DELIVERY_MS = 4, 20.0, 100.0, 2.0
-REL = 0.3
 SHORT_S = 6.0  # the single-consumer and redelivery runs
 REDELIVERY_RATE, FAILURE_P, FAILURE_SEED, BACKOFF_MS, PREFETCH = 40, 0.05, 1, 100.0, 10
 RATE_CLAIM, EVERY_KEY_CLAIM = "out-of-order rate", "keys with orders out of order"
 
 
-def sequence(order_id: str) -> int:
-    """The load generator's number n of an order ("<prefix>-<n>")."""
-    return int(order_id.rsplit("-", 1)[1])
+def late(result: RunResult) -> int:
+    """Orders payments processed after a later order of their key (key: n mod KEYS)."""
+    return sum(m.out_of_order(result, "payments", KEYS))
 
 
-@dataclass(frozen=True)
-class Ordering:
-    """Out-of-order orders per key, from the numbers n in processing order."""
-
-    late: tuple[int, ...]  # per key: orders processed after a later one of the key
-    total: tuple[int, ...]  # per key: orders processed
-
-    @classmethod
-    def of(cls, processed: Iterable[int], keys: int = KEYS) -> Ordering:
-        latest = [-1] * keys
-        late, total = [0] * keys, [0] * keys
-        for n in processed:
-            key, rank = n % keys, n // keys
-            total[key] += 1
-            late[key] += rank < latest[key]
-            latest[key] = max(latest[key], rank)
-        return cls(tuple(late), tuple(total))
-
-    @property
-    def rate(self) -> float:
-        return sum(self.late) / max(1, sum(self.total))
-
-    @property
-    def keys_reordered(self) -> int:
-        return sum(1 for n in self.late if n > 0)
-
-
-def measured(result: RunResult) -> Ordering:
-    return Ordering.of(sequence(order) for order in result.processed("payments"))
-
-
-def check_nothing_lost(hypotheses: Hypotheses, result: RunResult) -> None:
-    audit = ledger_audit(accepted(result), result.processed("payments"))
-    hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
-
-
-def draws_ms(seed: int, orders: int) -> np.ndarray:
-    """W + Exp(J) in ms, the very draws the consumer makes (one sequence shared by its
-    replicas, one draw per order handled): testbed.services.work, replayed."""
+@functools.cache
+def predicted(seed: int = Knobs().seed) -> float:
+    """The out-of-order rate of the model: C servers behind one FIFO queue, arrivals 1/r
+    apart, the next delivery ~2 ms after an order is done, each order taking W + Exp(J)
+    ms, the very draws the consumer makes with this seed (one sequence shared by its
+    replicas, one draw per order): testbed.services.work, replayed. The default: the
+    seed of this run."""
     knobs = Knobs(work_ms=W_MS, work_jitter_ms=J_MS, seed=seed)
-    return 1000 * np.array(service_times(knobs, "payments", orders))
-
-
-@dataclass(frozen=True)
-class QueueModel:
-    """C servers behind one FIFO queue, arrivals 1/r apart, the next delivery ~2 ms
-    after an order is done; the out-of-order rate for a sequence of service times."""
-
-    consumers: int = CONSUMERS
-    rate: float = RATE
-    orders: int = int(RATE * DURATION)
-
-    def out_of_order(self, service: np.ndarray) -> float:
-        free = np.zeros(self.consumers)
-        done = np.empty(self.orders)
-        for n in range(self.orders):
-            k = int(np.argmin(free))
-            done[n] = max(n * 1000 / self.rate, free[k]) + service[n]
-            free[k] = done[n] + DELIVERY_MS
-        return Ordering.of(int(n) for n in np.argsort(done, kind="stable")).rate
-
-    @cached_property
-    def predicted(self) -> float:
-        """For the draws the consumer will make in this run (its default seed)."""
-        return self.out_of_order(draws_ms(Knobs().seed, self.orders))
-
-    @cached_property
-    def other_seeds(self) -> np.ndarray:
-        """For 100 other seeds: how much the rate depends on the particular draws."""
-        return np.array([self.out_of_order(draws_ms(seed, self.orders))
-                         for seed in range(2, 102)])
-
-
-MODEL = QueueModel()
+    service_ms = 1000 * np.array(service_times(knobs, "payments", ORDERS))
+    free, done = np.zeros(CONSUMERS), np.empty(ORDERS)
+    for n in range(ORDERS):
+        k = int(np.argmin(free))
+        done[n] = max(n * 1000 / RATE, free[k]) + service_ms[n]
+        free[k] = done[n] + DELIVERY_MS
+    return sum(m.late_per_key((int(n) for n in np.argsort(done, kind="stable")), KEYS)) / ORDERS
 
 
 def seeded_failures(orders: int, p: float, seed: int) -> int:
@@ -147,78 +85,73 @@ def seeded_failures(orders: int, p: float, seed: int) -> int:
     rng = random.Random(seed)
     passed = failed = 0
     while passed < orders:
-        if rng.random() < p:
-            failed += 1
-        else:
-            passed += 1
+        failed, passed = (failed + 1, passed) if rng.random() < p else (failed, passed + 1)
     return failed
 
 
-def ordering_trial(runtime: Runtime, name: str, knobs: Knobs, rate: float,
-                   duration: float, failure_p: float = 0.0) -> RunResult:
-    """The load on payments with these knobs; its handler failing with failure_p."""
-    with runtime.deploy(async_pipeline(1, knobs=knobs)) as deployment:
-        plan = [Planned(make_fault(deployment, "error_rate", "payments", p=failure_p,
-                                   seed=FAILURE_SEED), at=0.0)] if failure_p else []
-        return run_trial(deployment, constant(rate, duration), plan, name=name,
-                         drain_timeout_s=10)
-
-
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
+def results(experiment: Experiment) -> Results:
     jittery = Knobs(prefetch=1, work_ms=W_MS, work_jitter_ms=J_MS)
     redelivering = Knobs(prefetch=PREFETCH, error_backoff_ms=BACKOFF_MS)
-    found = {"competing": ordering_trial(testbed_runtime, "competing",
-                                         replace(jittery, replicas=CONSUMERS), RATE, DURATION),
-             "single": ordering_trial(testbed_runtime, "single", jittery, RATE / CONSUMERS,
-                                      SHORT_S),
-             "redelivery": ordering_trial(testbed_runtime, "redelivery", redelivering,
-                                          REDELIVERY_RATE, SHORT_S, FAILURE_P)}
-    save(pytestconfig, "e13-ordering", found)
-    yield found
+    failing = fault("error_rate", "payments", at=0.0, p=FAILURE_P, seed=FAILURE_SEED)
+
+    def trial(key: str, knobs: Knobs, rate: float, duration: float,
+              *faults: ServiceFault) -> Trial:
+        # payments' knobs only: the model is payments' service time (the gateway's work
+        # would reorder the orders before they reach the queue)
+        return Trial(key, async_pipeline(1, overrides={"payments": knobs}),
+                     constant(rate, duration), faults, {"drain_timeout_s": 10})
+
+    return experiment.trials([
+        trial("competing", replace(jittery, replicas=CONSUMERS), RATE, DURATION),
+        trial("single", jittery, RATE / CONSUMERS, SHORT_S),
+        trial("redelivery", redelivering, REDELIVERY_RATE, SHORT_S, failing)])
 
 
-def out_of_order_hypotheses(result: RunResult, predicted: float) -> Hypotheses:
+def out_of_order_hypotheses(result: RunResult, expected: float) -> Hypotheses:
     """The claim: a measurable share of each key's orders is processed out of order."""
-    ordering = measured(result)
     hypotheses = Hypotheses(f"E13 {result.name}: {KEYS} keys, {RATE_CLAIM}")
-    hypotheses.check(close_to(RATE_CLAIM, predicted, ordering.rate, rel=REL))
-    hypotheses.check(equals(EVERY_KEY_CLAIM, KEYS, ordering.keys_reordered))
-    check_nothing_lost(hypotheses, result)
+    hypotheses.check(close_to(RATE_CLAIM, expected,
+                              m.out_of_order_rate(result, "payments", KEYS), rel=0.3))
+    hypotheses.check(equals(EVERY_KEY_CLAIM, KEYS,
+                            m.keys_out_of_order(result, "payments", KEYS)))
+    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
     return hypotheses
 
 
-def test_competing_consumers_reorder_every_key(results: dict[str, RunResult]) -> None:
-    print(f"\nmodel: out-of-order rate {MODEL.predicted:.3f} for this seed, "
-          f"{MODEL.other_seeds.mean():.3f} (sd {MODEL.other_seeds.std():.3f}) over other "
-          f"seeds; measured {measured(results['competing'])}")
-    report(out_of_order_hypotheses(results["competing"], MODEL.predicted))
+def test_competing_consumers_reorder_every_key(experiment: Experiment,
+                                               results: Results) -> None:
+    others = np.array([predicted(seed) for seed in range(2, 102)])
+    print(f"\nmodel: out-of-order rate {predicted():.3f} for this seed, {others.mean():.3f} "
+          f"(sd {others.std():.3f}) over other seeds; measured {late(results['competing'])}")
+    experiment.check(out_of_order_hypotheses(results["competing"], predicted()))
 
 
-def test_one_consumer_keeps_order(results: dict[str, RunResult]) -> None:
+def test_one_consumer_keeps_order(experiment: Experiment,
+                                  results: Results) -> None:
     result = results["single"]
     hypotheses = Hypotheses("E13 single: one consumer, prefetch 1")
-    hypotheses.check(equals("orders out of order", 0, sum(measured(result).late)))
-    check_nothing_lost(hypotheses, result)
-    report(hypotheses)
+    hypotheses.check(equals("orders out of order", 0, late(result)))
+    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
+    experiment.check(hypotheses)
 
 
-def test_negative_control_one_consumer_fails_the_claim(results: dict[str, RunResult]) -> None:
+def test_negative_control_one_consumer_fails_the_claim(experiment: Experiment,
+                                                       results: Results) -> None:
     """Switch the mechanism off (one consumer): the out-of-order claims must fail."""
-    verdicts = out_of_order_hypotheses(results["single"], MODEL.predicted)
-    print("\n" + verdicts.report())
-    assert {RATE_CLAIM, EVERY_KEY_CLAIM} <= {v.name for v in verdicts.failed}
+    experiment.negative_control(out_of_order_hypotheses(results["single"], predicted()),
+                                RATE_CLAIM, EVERY_KEY_CLAIM)
 
 
-def test_redelivery_reorders_even_one_consumer(results: dict[str, RunResult]) -> None:
+def test_redelivery_reorders_even_one_consumer(experiment: Experiment,
+                                               results: Results) -> None:
     result = results["redelivery"]
     failures = seeded_failures(int(REDELIVERY_RATE * SHORT_S), FAILURE_P, FAILURE_SEED)
     hypotheses = Hypotheses(f"E13 redelivery: one consumer, prefetch {PREFETCH}, "
                             f"{FAILURE_P:.0%} handler failures")
     hypotheses.check(close_to("handler failures", failures,
-                              counter(result, "payments", "handler_errors"), abs=2))
+                              m.counter(result, "payments", "handler_errors"), abs=2))
     hypotheses.check(close_to("orders out of order", failures * (1 - FAILURE_P),
-                              sum(measured(result).late), rel=0.25, unit="orders"))
-    check_nothing_lost(hypotheses, result)
-    report(hypotheses)
+                              late(result), rel=0.25, unit="orders"))
+    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
+    experiment.check(hypotheses)

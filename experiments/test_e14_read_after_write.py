@@ -22,110 +22,89 @@ Negative control: on the sync run, the "stale reads exist" hypotheses must fail.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-
-import numpy as np
 import pytest
 
-from testbed.analysis import (
-    EVENTS,
-    SAMPLES,
-    Hypotheses,
-    at_least,
-    at_most,
-    close_to,
-    equals,
-    ledger_audit,
-    percentile,
-)
+from testbed.analysis import EVENTS, SAMPLES, Hypotheses, at_least, at_most, close_to, equals
 from testbed.observe import RunResult, ledgers_frame
 from testbed.observe.readback import read_after_write
-from testbed.runtime import Runtime
-from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
-
-from .conftest import accepted, report, save
+from testbed.runtime import Deployment
+from testbed.scenario import Experiment, Results, run_together
+from testbed.scenario import metrics as m
+from testbed.topology import Knobs, async_pipeline, sync_chain
 
 WRITES, W_S, POLL_S, MAX_WAIT_S = 30, 0.2, 0.005, 2.0
 READ_S = 0.002  # one GET /read on localhost
 STALENESS_P50_S = W_S + (POLL_S + READ_S) / 2  # the update lands mid-way in a poll cycle
 SLOW = Knobs(work_ms=W_S * 1000)
 STALE_ON_FIRST_READ = "fraction of first reads stale"
+READERS = {"sync": "orders", "async": "payments"}  # the last stage: the read side
 
 
-def readback_trial(runtime: Runtime, topology: Topology, reader: str) -> RunResult:
+def readback_trial(deployment: Deployment) -> RunResult:
     """The writes and reads as a RunResult (no samples, no faults), ledgers for the audit."""
-    with runtime.deploy(topology) as deployment:
-        writes = read_after_write(deployment, reader, WRITES, prefix=topology.name,
-                                  poll_s=POLL_S, max_wait_s=MAX_WAIT_S)
-        ledgers = ledgers_frame(deployment.ledgers())
-    return RunResult(topology.name, writes, SAMPLES.empty(), EVENTS.empty(), ledgers,
-                     {"topology": topology.name, "reader": reader, "writes": WRITES})
+    name, reader = deployment.topology.name, READERS[deployment.topology.name]
+    writes = read_after_write(deployment, reader, WRITES, prefix=name, poll_s=POLL_S,
+                              max_wait_s=MAX_WAIT_S)
+    meta = {"topology": name, "reader": reader, "writes": WRITES, "order_prefix": name}
+    return RunResult(name, writes, SAMPLES.empty(), EVENTS.empty(),
+                     ledgers_frame(deployment.ledgers()), meta)
 
 
 @pytest.fixture(scope="module")
-def results(testbed_runtime: Runtime,
-            pytestconfig: pytest.Config) -> Iterator[dict[str, RunResult]]:
-    found = {"sync": readback_trial(testbed_runtime,
-                                    sync_chain(1, overrides={"orders": SLOW}), "orders"),
-             "async": readback_trial(testbed_runtime,
-                                     async_pipeline(1, overrides={"payments": SLOW}),
-                                     "payments")}
-    save(pytestconfig, "e14-read-after-write", found)
-    yield found
+def results(experiment: Experiment) -> Results:
+    """Both read-backs at once, each on its own deployment, after both are up."""
+    deploy = experiment.runtime.deploy
+    with deploy(sync_chain(1, overrides={"orders": SLOW})) as chain, \
+            deploy(async_pipeline(1, overrides={"payments": SLOW})) as pipeline:
+        found = run_together([lambda: readback_trial(chain), lambda: readback_trial(pipeline)])
+    return {result.name: experiment.keep(result.name, result) for result in found}
 
 
-def staleness(result: RunResult, p: float) -> float:
-    """Percentile p of the staleness window over the writes that became visible."""
-    window = result.requests.loc[result.requests["visible"], "staleness_s"]
-    return float(np.percentile(window, p)) if len(window) else math.nan
-
-
-def common_checks(hypotheses: Hypotheses, result: RunResult, reader: str) -> None:
+def common_checks(hypotheses: Hypotheses, result: RunResult) -> None:
     """Every write accepted, visible in the end, and in the reader's ledger once."""
-    writes = result.requests
-    hypotheses.check(equals("writes accepted", WRITES, int(writes["ok"].sum())))
-    hypotheses.check(equals("writes never visible", 0, int((~writes["visible"]).sum())))
-    audit = ledger_audit(accepted(result), result.processed(reader))
-    hypotheses.check(equals("orders lost", 0, audit.lost, unit="orders"))
+    hypotheses.check(equals("writes accepted", WRITES, len(m.accepted(result))))
+    hypotheses.check(equals("writes never visible", 0,
+                            int((~result.requests["visible"]).sum())))
+    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
 
 
 def stale_hypotheses(result: RunResult) -> Hypotheses:
     """The claim: reads after an acknowledged write are stale for about W."""
     hypotheses = Hypotheses(f"E14 {result.name}: read side {W_S * 1000:.0f} ms behind, "
                             f"{WRITES} writes read back")
-    first_stale = float((~result.requests["first_read_visible"]).mean())
-    hypotheses.check(at_least(STALE_ON_FIRST_READ, 0.9, first_stale))
-    hypotheses.check(close_to("staleness p50", STALENESS_P50_S, staleness(result, 50),
+    hypotheses.check(at_least(STALE_ON_FIRST_READ, 0.9,
+                              m.stale_first_reads(result) / len(result.requests)))
+    hypotheses.check(close_to("staleness p50", STALENESS_P50_S, m.staleness(result, 50),
                               abs=0.05, unit="s"))
-    hypotheses.check(at_most("staleness p95", W_S + 0.1, staleness(result, 95), unit="s"))
+    hypotheses.check(at_most("staleness p95", W_S + 0.1, m.staleness(result, 95), unit="s"))
     return hypotheses
 
 
 def test_async_reads_are_stale_for_about_the_consumer_delay(
-        results: dict[str, RunResult]) -> None:
+        experiment: Experiment, results: Results) -> None:
     result = results["async"]
     hypotheses = stale_hypotheses(result)
-    hypotheses.check(at_most("write p50", 0.05, percentile(result.requests, 50), unit="s"))
-    common_checks(hypotheses, result, "payments")
-    print(f"async staleness p50/p95/max: {staleness(result, 50):.3f} / "
-          f"{staleness(result, 95):.3f} / {staleness(result, 100):.3f} s")
-    report(hypotheses)
+    hypotheses.check(at_most("write p50", 0.05, m.edge_latency(result, 50), unit="s"))
+    common_checks(hypotheses, result)
+    print(f"async staleness p50/p95/max: {m.staleness(result, 50):.3f} / "
+          f"{m.staleness(result, 95):.3f} / {m.staleness(result, 100):.3f} s")
+    experiment.check(hypotheses)
 
 
-def test_sync_reads_your_writes(results: dict[str, RunResult]) -> None:
+def test_sync_reads_your_writes(experiment: Experiment,
+                                results: Results) -> None:
     result = results["sync"]
     hypotheses = Hypotheses(f"E14 sync: last hop {W_S * 1000:.0f} ms slow, "
                             f"{WRITES} writes read back")
-    hypotheses.check(equals("first reads stale", 0,
-                            int((~result.requests["first_read_visible"]).sum())))
-    hypotheses.check(equals("staleness max", 0.0, staleness(result, 100), unit="s"))
-    hypotheses.check(at_least("write p50", W_S, percentile(result.requests, 50), unit="s"))
-    common_checks(hypotheses, result, "orders")
-    report(hypotheses)
+    hypotheses.check(equals("first reads stale", 0, m.stale_first_reads(result)))
+    hypotheses.check(equals("staleness max", 0.0, m.staleness(result, 100), unit="s"))
+    hypotheses.check(at_least("write p50", W_S, m.edge_latency(result, 50), unit="s"))
+    common_checks(hypotheses, result)
+    experiment.check(hypotheses)
 
 
-def test_negative_control_sync_has_no_stale_reads(results: dict[str, RunResult]) -> None:
+def test_negative_control_sync_has_no_stale_reads(experiment: Experiment,
+                                                  results: Results) -> None:
     """Read-your-writes holds in the sync chain: the stale-read claims must fail on it."""
-    failed = {v.name for v in stale_hypotheses(results["sync"]).failed}
-    assert {STALE_ON_FIRST_READ, "staleness p50"} <= failed
+    experiment.negative_control(stale_hypotheses(results["sync"]), STALE_ON_FIRST_READ,
+                                "staleness p50")

@@ -112,6 +112,7 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
             "runtime": deployment.runtime, "profile": [asdict(s) for s in profile.steps],
             "load": asdict(generator.summary()), "drained": drained,
             "order_prefix": prefix, "user_timeout_s": timeout_s,
+            "services": [spec.name for spec in deployment.topology.services],
             "faults": [planned_text(p) for p in plan],
             "knobs": knobs_changed(deployment)}
     ledgers = {**deployment.ledgers(), **dead_letters(deployment)}

@@ -7,6 +7,7 @@ from testbed.scenario import metrics
 from testbed.scenario.experiment import (
     Experiment,
     ExperimentError,
+    Results,
     Trial,
     name_of_module,
     run_together,
@@ -16,6 +17,7 @@ from testbed.scenario.faults import ServiceFault, fault, resolve, slower, unreac
 __all__ = [
     "Experiment",
     "ExperimentError",
+    "Results",
     "ServiceFault",
     "Trial",
     "fault",

@@ -38,6 +38,7 @@ RUNS_DIR = "runs"
 TITLE_FILE = "title.txt"  # beside the trials: the report's heading
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 FaultPlan = Sequence[ServiceFault] | Callable[[Deployment], list[Planned]]
+Results = dict[str, RunResult]  # an experiment's trials by key ("sync", "async", ...)
 
 
 class ExperimentError(TestbedError):
@@ -120,7 +121,7 @@ class Experiment:
 
     def paired(self, topologies: Iterable[Topology], profile: LoadProfile,
                faults: FaultPlan = (), keys: Sequence[str] | None = None,
-               concurrent: bool = True, **options: Any) -> dict[str, RunResult]:
+               concurrent: bool = True, **options: Any) -> Results:
         """The same load and faults on each topology (sync and async, usually); results
         keyed by ``keys`` (default: the topologies' names)."""
         tops = list(topologies)
@@ -131,8 +132,7 @@ class Experiment:
         return self.trials([Trial(k, t, profile, faults, options)
                             for k, t in zip(names, tops, strict=True)], concurrent)
 
-    def trials(self, trials: Sequence[Trial], concurrent: bool = True
-               ) -> dict[str, RunResult]:
+    def trials(self, trials: Sequence[Trial], concurrent: bool = True) -> Results:
         """Several trials, each on its own deployment, run at the same time (after all
         are up) unless ``concurrent`` is False; results by key, each kept."""
         names = [t.key for t in trials]

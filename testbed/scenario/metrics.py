@@ -22,7 +22,7 @@ seconds on the trial's timeline; None: open). A value that cannot be measured is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,15 @@ def fault_span(result: RunResult) -> tuple[float | None, float | None]:
     ends = [w.end for w in windows]
     return min(w.start for w in windows), (None if None in ends
                                            else max(e for e in ends if e is not None))
+
+
+def fault_window(result: RunResult) -> tuple[float, float]:
+    """The fault's span, for a claim that needs it to have happened and ended."""
+    start, end = fault_span(result)
+    if start is None or end is None:
+        raise MetricError(f"run {result.name!r}: the fault was "
+                          f"{'never injected' if start is None else 'never removed'}")
+    return start, end
 
 
 def load_end(result: RunResult) -> float:
@@ -206,13 +215,15 @@ def typical_edge_latency(result: RunResult, q: float, window_s: float = 0.5) -> 
     return float(per_window.iloc[1:].median())
 
 
-def time_to_recover_edge(result: RunResult) -> float | None:
+def time_to_recover_edge(result: RunResult,
+                         window_s: float = RECOVERY_WINDOW_S) -> float | None:
     """Seconds from the fault's removal until the edge error rate is back to its
-    baseline (within 5 points, 0.5 s windows, holding 1 s)."""
+    baseline (within 5 points, 0.5 s windows unless finer ones are asked for claims of
+    half a second, holding 1 s)."""
     start, end = fault_span(result)
     if start is None:
         return None
-    rate = error_rate(result.requests, window_s=RECOVERY_WINDOW_S)
+    rate = error_rate(result.requests, window_s=window_s)
     return time_to_recover(rate, start, end, tolerance=RECOVERY_TOLERANCE, hold_s=HOLD_S)
 
 
@@ -269,7 +280,10 @@ def drain_time(result: RunResult, queue: str | None = None,
     if values.empty:
         return 0.0
     assert start is not None
-    return time_to_recover(values, start, end, tolerance=tolerance, hold_s=HOLD_S)
+    # With no fault the level before is the first sample's (the sampler starts a few
+    # ms after the load).
+    before = max(start, float(values.index.min()))
+    return time_to_recover(values, before, end, tolerance=tolerance, hold_s=HOLD_S)
 
 
 def queue_time_to_detect(result: RunResult, threshold: float,
@@ -304,18 +318,20 @@ def processed(result: RunResult, service: str) -> dict[str, int]:
     """This trial's orders in a service's ledger -> times processed."""
     if service not in set(result.ledgers["service"]):
         known = sorted(set(result.ledgers["service"]))
-        if not known or service.endswith(DLQ_SUFFIX):
-            return {}
+        if not known or service.endswith(DLQ_SUFFIX) or service in result.meta.get(
+                "services", ()):
+            return {}  # a DLQ that parked nothing, a service that processed nothing
         raise MetricError(f"no ledger of {service!r} in run {result.name!r}; ledgers: "
                           f"{', '.join(map(str, known))}")
     return mine(result, result.processed(service))
 
 
 def last_stage(result: RunResult) -> str | None:
-    """The service whose ledger says an order is done: the last listed (not a DLQ)."""
-    services = [str(s) for s in result.ledgers["service"].unique()
-                if not str(s).endswith(DLQ_SUFFIX)]
-    return services[-1] if services else None
+    """The service whose ledger says an order is done: the topology's last service (a
+    run saved before trials named their services: the last ledger listed)."""
+    services = result.meta.get("services") or [
+        str(s) for s in result.ledgers["service"].unique() if not str(s).endswith(DLQ_SUFFIX)]
+    return str(services[-1]) if services else None
 
 
 def audit(result: RunResult, stage: str | None = None) -> Audit:
@@ -352,6 +368,35 @@ def lost_events(result: RunResult, source: str = "gateway", stage: str | None = 
             for k in processed(result, str(s))}
     return ledger_audit(processed(result, source), processed(result, stage),
                         dead_lettered=dead).lost
+
+
+def late_per_key(numbers: Iterable[int], keys: int) -> list[int]:
+    """Per key (order number mod ``keys``): orders that came after a later order of
+    their key, from the order numbers in processing order."""
+    latest, late = [-1] * keys, [0] * keys
+    for n in numbers:
+        key, rank = n % keys, n // keys
+        late[key] += rank < latest[key]
+        latest[key] = max(latest[key], rank)
+    return late
+
+
+def out_of_order(result: RunResult, service: str, keys: int) -> list[int]:
+    """Per key, this trial's orders the service processed after a later order of the
+    same key (its ledger keeps processing order; order n's key is n mod ``keys``, the
+    number from the order id "<prefix>-<n>")."""
+    return late_per_key((int(order.rsplit("-", 1)[1]) for order in processed(result, service)),
+                        keys)
+
+
+def out_of_order_rate(result: RunResult, service: str, keys: int) -> float:
+    """Fraction of the service's orders processed out of order within their key."""
+    return sum(out_of_order(result, service, keys)) / max(1, len(processed(result, service)))
+
+
+def keys_out_of_order(result: RunResult, service: str, keys: int) -> int:
+    """How many keys saw at least one order out of order."""
+    return sum(1 for late in out_of_order(result, service, keys) if late)
 
 
 def calls(result: RunResult, service: str) -> int:
@@ -458,6 +503,8 @@ METRICS: dict[str, Callable[..., Any]] = {
     "duplicated": duplicated,
     "dead_lettered": dead_lettered,
     "calls": calls,
+    "out_of_order_rate": out_of_order_rate,
+    "keys_out_of_order": keys_out_of_order,
     "counter": counter,
     "edge_successes": edge_successes,
     "edge_errors_of": edge_errors_of,
