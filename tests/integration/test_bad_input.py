@@ -6,9 +6,11 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from testbed import runs
 from testbed.errors import MissingBinaryError, PortInUseError, TopologyError
 from testbed.faults import FaultSpecError, make_fault
 from testbed.runtime import Runtime
@@ -95,3 +97,47 @@ def test_container_knobs_and_partition_are_refused_by_the_local_runtime(
     with testbed_runtime.deploy(sync_chain(1)) as chain, \
             pytest.raises(FaultSpecError, match="partition of orders: the local runtime"):
         make_fault(chain, "partition", "orders")
+
+
+BAD_SCENARIO = """
+[topology]
+shape = "paired"
+depth = 2
+[load]
+rate = 10
+duration = 3
+[[faults]]
+kind = "unreachable"
+service = "emails"
+at = 1.0
+duration = 1.0
+[[hypotheses]]
+topology = "sync"
+metric = "edge_errors"
+predicted = 10
+check = "within"
+rel = 0.2
+"""
+
+
+def test_a_bad_scenario_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """`testbed run` and pytest name the file, the field and the fix; nothing started."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    bad = folder / "bad.toml"
+    bad.write_text(BAD_SCENARIO)
+    before = {d for d, _ in runs.known_runs()}
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(bad),
+                           "--report-dir", str(tmp_path / "reports")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert "bad.toml: field 'faults[0]'" in done.stderr, done.stderr
+    assert "no service 'emails'" in done.stderr and "Fix:" in done.stderr
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                "--collect-only", "-q", str(bad), "--rootdir", str(tmp_path)],
+                               capture_output=True, text=True, timeout=120, check=False,
+                               cwd=tmp_path)
+    assert collected.returncode != 0
+    assert "field 'faults[0]'" in collected.stdout + collected.stderr
+    assert {d for d, _ in runs.known_runs()} <= before, "a run was started"
+    assert not (tmp_path / "reports" / "runs").exists()
