@@ -20,6 +20,8 @@ from testbed.components.toxiproxy import ToxiproxyClient
 from testbed.errors import StateError
 from testbed.topology.model import LinkSpec, Topology
 
+LEDGER_TIMEOUT_S = 60.0  # a ledger read after a trial waits behind queued abandoned orders
+
 
 @runtime_checkable
 class ServiceHandle(Protocol):
@@ -134,8 +136,10 @@ class Deployment:
         return self._http.post(f"{self.entry_url}/orders", json=order, timeout=timeout)
 
     def ledger(self, name: str) -> dict[str, int]:
-        """Order id -> times processed, as the service itself reports it."""
-        return dict(self._get(name, "/ledger")["processed"])
+        """Order id -> times processed, as the service itself reports it. Read after a
+        trial, the request waits its turn behind whatever the service still has queued
+        (a sync stage serves the orders of users who gave up, too): a long timeout."""
+        return dict(self._get(name, "/ledger", timeout_s=LEDGER_TIMEOUT_S)["processed"])
 
     def ledgers(self) -> dict[str, dict[str, int]]:
         return {name: self.ledger(name) for name in self.services}
@@ -143,9 +147,9 @@ class Deployment:
     def stats(self, name: str) -> dict[str, Any]:
         return self._get(name, "/stats")
 
-    def _get(self, name: str, path: str) -> dict[str, Any]:
+    def _get(self, name: str, path: str, timeout_s: float = 5.0) -> dict[str, Any]:
         self._require_open()
-        response = self._http.get(self.url(name) + path, timeout=5)
+        response = self._http.get(self.url(name) + path, timeout=timeout_s)
         response.raise_for_status()
         return dict(response.json())
 

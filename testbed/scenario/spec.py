@@ -243,10 +243,12 @@ def scenario_from_dict(data: Mapping[str, Any], path: Path) -> Scenario:
         concurrent=concurrent)
 
 
-def _knob_table(r: _Reader, path: str, data: Any) -> dict[str, Any]:
+def _knob_table(r: _Reader, path: str, data: Any,
+                base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A knobs table, checked as the service will get it: over ``base`` ([knobs])."""
     table = dict(r.table(path, data, None))
     try:
-        knobs_from_dict(table, path)
+        knobs_from_dict({**(base or {}), **table}, path)
     except TopologyError as exc:
         raise r.fail(exc.field, exc.problem, exc.fix) from None
     return table
@@ -255,7 +257,7 @@ def _knob_table(r: _Reader, path: str, data: Any) -> dict[str, Any]:
 def _topologies(r: _Reader, data: Mapping[str, Any], path: Path) -> tuple[Topology, ...]:
     top = r.table("topology", data.get("topology", {}), _TOPOLOGY)
     base = _knob_table(r, "knobs", data.get("knobs", {}))
-    per_service = {name: _knob_table(r, f"services.{name}", knobs) for name, knobs in
+    per_service = {name: _knob_table(r, f"services.{name}", knobs, base) for name, knobs in
                    r.table("services", data.get("services", {}), None).items()}
     if "files" in top:
         if set(top) - {"files"}:
