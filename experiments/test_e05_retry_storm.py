@@ -46,7 +46,6 @@ POLICY_CONSUMER = Knobs(consumer_retries=RETRIES, consumer_retry_delay_ms=DELAY_
                         dead_letter=True)
 SANE_BOUND = FAILURES + 2 * (T / RESET_S + 1)
 MET = RATE * (DURATION - START)  # orders that reach the bottom while it fails
-NAIVE_FLOOR = 10  # attempts per order: a 5 ms loop manages ~30 on 2 busy cores
 ATTEMPTS = "attempts per order that met the fault"
 BOTTOM_CALLS = "calls at the bottom during the fault"
 
@@ -90,16 +89,15 @@ def sync_bounded_hypotheses(result: RunResult) -> Hypotheses:
 def async_policy_hypotheses(result: RunResult) -> Hypotheses:
     h = Hypotheses(f"E5 async, retry policy ({RETRIES} retries 1 s apart, then DLQ)")
     parked = m.counter(result, "notification", "dead_lettered")
-    audit = m.audit(result, "notification")  # the DLQ's orders count as dead-lettered
     h.check(at_most(ATTEMPTS, 1 + RETRIES, attempts(result), unit="attempts"))
     h.check(close_to("orders parked in the DLQ", RATE * (T - RETRIES * DELAY_S), parked,
                      rel=0.3, unit="orders"))
     h.check(equals("DLQ depth = orders parked", parked, m.dlq_peak(result, "notification.dlq"),
                    unit="messages"))
-    h.check(equals("dead-lettered orders in the audit", parked, audit.dead_lettered,
-                   unit="orders"))
-    h.check(equals("orders lost (accepted = processed + dead-lettered)", 0, audit.lost,
-                   unit="orders"))
+    h.check(equals("dead-lettered orders in the audit", parked,
+                   m.dead_lettered(result, "notification"), unit="orders"))
+    h.check(equals("orders lost (accepted = processed + dead-lettered)", 0,
+                   m.lost(result, "notification"), unit="orders"))
     return h
 
 
@@ -121,7 +119,8 @@ def test_sync_backoff_and_breakers_bound_the_load(experiment: Experiment,
 def test_async_naive_requeue_spins(experiment: Experiment, results: Results) -> None:
     result = results["async_naive"]
     h = Hypotheses("E5 async, naive requeue (5 ms pause)")
-    h.check(at_least(ATTEMPTS, NAIVE_FLOOR, attempts(result), unit="attempts"))
+    # a 5 ms loop manages ~30 attempts per order on 2 busy cores
+    h.check(at_least(ATTEMPTS, 10, attempts(result), unit="attempts"))
     h.check(equals("orders lost (requeued, processed after the fault)", 0,
                    m.lost(result, "notification"), unit="orders"))
     experiment.check(h)

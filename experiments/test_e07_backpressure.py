@@ -51,7 +51,6 @@ CAPACITY = 1000 / (WORK_MS + OVERHEAD_MS)  # mu, orders/s
 FIRST_ERROR_AT = USER_TIMEOUT_S * CAPACITY / (RATE - CAPACITY)
 COLLAPSE_AT = FIRST_ERROR_AT + 1.5  # from here on the plain chain delivers ~nothing
 SLOW = Knobs(work_ms=WORK_MS, pool_size=1, prefetch=1)
-DEADLINES = Knobs(deadline=True)
 BOUNDED = Knobs(work_ms=WORK_MS, prefetch=1, max_length=MAX_LENGTH, overflow="reject-publish")
 GOODPUT = "edge goodput once waits exceed the user's patience"
 WASTED = "orders payments processed for users who got an error"
@@ -61,11 +60,11 @@ GAVE_UP = "edge failures that were users giving up (timeouts)"
 @pytest.fixture(scope="module")
 def results(experiment: Experiment) -> Results:
     """The four variants at the same time, each on its own deployment."""
-    deadlines = {"gateway": replace(DEADLINES, deadline_reserve_ms=RESERVE_S * 1000),
+    deadlines = {"gateway": Knobs(deadline=True, deadline_reserve_ms=RESERVE_S * 1000),
                  "payments": replace(SLOW, deadline=True)}
     return experiment.paired([
         sync_chain(2, overrides={"payments": SLOW}, name="sync"),
-        sync_chain(2, knobs=DEADLINES, overrides=deadlines, name="deadlines"),
+        sync_chain(2, knobs=Knobs(deadline=True), overrides=deadlines, name="deadlines"),
         async_pipeline(1, overrides={"payments": SLOW}, name="unbounded"),
         async_pipeline(1, overrides={"payments": BOUNDED}, name="bounded"),
     ], constant(RATE, DURATION), timeout_s=USER_TIMEOUT_S, drain_timeout_s=15)
@@ -82,8 +81,7 @@ def bounded_hypotheses(result: RunResult) -> Hypotheses:
     h = Hypotheses(f"E7 async, max_length {MAX_LENGTH} + reject-publish: "
                    f"{RATE}/s into ~{CAPACITY:.1f}/s")
     rejected = m.edge_errors_of(result, "http_429")
-    h.check(at_most("queue peak", MAX_LENGTH, m.backlog_peak(result, "payments"),
-                    unit="messages"))
+    h.check(at_most("queue peak", MAX_LENGTH, m.backlog_peak(result, "payments"), unit="messages"))
     h.check(close_to("edge answers 429", (RATE - CAPACITY) * DURATION - MAX_LENGTH - 1,
                      rejected, rel=0.3, unit="orders"))
     h.check(equals("edge failures other than 429", 0, m.edge_errors(result) - rejected,

@@ -37,19 +37,13 @@ def results(experiment: Experiment) -> Results:
     """The sync chain beside the direct-publish pipeline's broker outage (it has no broker:
     the kill, filtered out of its plan, cannot reach it); the outbox pipeline after them,
     alone, since the broker is shared by every deployment and one kill would hit both."""
-    load, kill = constant(RATE, DURATION), [fault("broker_down", at=AT, duration=DOWN,
-                                                  graceful=False)]
+    load = constant(RATE, DURATION)
+    kill = [fault("broker_down", at=AT, duration=DOWN, graceful=False)]
     found = experiment.paired([sync_chain(1), pipeline(outbox=False)], load, kill,
                               keys=["sync", "direct"], drain_timeout_s=20)
     found["outbox"] = experiment.trial(pipeline(outbox=True), load, kill, key="outbox",
                                        drain_timeout_s=20)
     return found
-
-
-def outage_s(result: RunResult) -> float:
-    """Seconds of load that met the outage: the fault's window cut at the load's end."""
-    start, end = m.fault_window(result)
-    return min(end, DURATION) - start
 
 
 def no_loss(hypotheses: Hypotheses, result: RunResult) -> None:
@@ -77,8 +71,8 @@ def test_direct_publish_fails_at_the_edge_but_loses_nothing(
     result = results["direct"]
     hypotheses = Hypotheses(f"E12 direct publish: broker killed for {DOWN:.0f} s plus its "
                             "restart")
-    hypotheses.check(close_to("edge errors", RATE * outage_s(result), m.edge_errors(result),
-                              rel=0.25, unit="orders"))
+    hypotheses.check(close_to("edge errors", RATE * m.load_under_fault(result),
+                              m.edge_errors(result), rel=0.25, unit="orders"))
     no_loss(hypotheses, result)
     experiment.check(hypotheses)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,11 @@ class ExperimentReport:
 
 
 def title_of(experiment: str) -> str:
+    """e05-retry-storm -> "E05 retry storm"; my-check -> "My check"."""
     code, _, words = experiment.partition("-")
-    return f"{code.upper()} {words.replace('-', ' ')}"
+    if re.fullmatch(r"[a-z]\d+", code) and words:
+        return f"{code.upper()} {words.replace('-', ' ')}"
+    return experiment.replace("-", " ").capitalize()
 
 
 def experiments_in(report_dir: Path) -> list[str]:

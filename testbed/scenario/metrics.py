@@ -87,6 +87,14 @@ def trigger_span(result: RunResult) -> tuple[float | None, float | None]:
     return (start, end) if start is not None else (0.0, load_end(result))
 
 
+def load_under_fault(result: RunResult) -> float:
+    """Seconds of the load that met the fault: from its first injection to its last
+    removal, cut at the load's end (a broker still restarting after the last order was
+    due meets no more orders)."""
+    start, end = fault_window(result)
+    return min(end, load_end(result)) - start
+
+
 def _requests(result: RunResult, start: float | None, end: float | None) -> pd.DataFrame:
     return between(result.requests, start, end)
 
@@ -140,6 +148,16 @@ def outcome_times(result: RunResult, start: float | None = None,
     in [start, end), on the trial's timeline: its scheduled time plus what it waited."""
     requests = _requests(result, start, end)
     return (requests["t_scheduled"].astype(float) + waited(requests)).rename("seen_t")
+
+
+def outcome_from_removal(result: RunResult, start: float | None = None,
+                         end: float | None = None) -> float:
+    """The farthest (seconds, either way) from the fault's last removal that a user saw
+    the outcome of an order scheduled in [start, end): near 0 when every one of them was
+    answered as the service came back (a request-reply waiting out a restart); NaN if
+    none was scheduled there."""
+    _, removed = fault_window(result)
+    return float((outcome_times(result, start, end) - removed).abs().max())
 
 
 def edge_alert_time_to_detect(result: RunResult, threshold: float = 0.2,
@@ -404,6 +422,13 @@ def calls(result: RunResult, service: str) -> int:
     return sum(processed(result, service).values())
 
 
+def extra_calls(result: RunResult, service: str) -> int:
+    """Side effects the service performed beyond one per order of its ledger (``calls``
+    minus the orders it processed): the second charges, whether or not the user saw
+    the order accepted."""
+    return calls(result, service) - len(processed(result, service))
+
+
 def processed_between(result: RunResult, service: str, start: float | None = None,
                       end: float | None = None) -> int:
     """Accepted orders scheduled in [start, end) that the service processed (at least
@@ -480,6 +505,18 @@ def stale_first_reads(result: RunResult) -> int:
     return int((~result.requests["first_read_visible"].astype(bool)).sum())
 
 
+def stale_first_read_rate(result: RunResult) -> float:
+    """Fraction of a read-back run's writes whose very first read did not show them;
+    NaN with no writes."""
+    writes = len(result.requests)
+    return stale_first_reads(result) / writes if writes else math.nan
+
+
+def never_visible(result: RunResult) -> int:
+    """Writes of a read-back run that no read showed within its wait."""
+    return int((~result.requests["visible"].astype(bool)).sum())
+
+
 def drained(result: RunResult) -> bool:
     return bool(result.meta.get("drained", True))
 
@@ -522,4 +559,9 @@ METRICS: dict[str, Callable[..., Any]] = {
     "lost_events": lost_events,
     "staleness": staleness,
     "stale_first_reads": stale_first_reads,
+    "load_under_fault": load_under_fault,
+    "outcome_from_removal": outcome_from_removal,
+    "extra_calls": extra_calls,
+    "stale_first_read_rate": stale_first_read_rate,
+    "never_visible": never_visible,
 }
