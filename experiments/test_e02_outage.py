@@ -38,8 +38,7 @@ def outage_hypotheses(results: Results) -> Hypotheses:
                               rel=0.2, unit="orders"))
     hypotheses.check(at_most("sync recovery after removal", 1.5, m.time_to_recover_edge(sync),
                              unit="s"))
-    hypotheses.check(equals("async edge errors", 0, m.edge_errors(asynchronous),
-                            unit="orders"))
+    hypotheses.check(equals("async edge errors", 0, m.edge_errors(asynchronous), unit="orders"))
     reconnect = Knobs().reconnect_max_s / 2  # on average, half the longest wait
     hypotheses.check(close_to("async backlog peak", RATE * (OUTAGE + reconnect),
                               m.backlog_peak(asynchronous, "payments"), rel=0.2,
@@ -54,8 +53,7 @@ def outage_hypotheses(results: Results) -> Hypotheses:
     return hypotheses
 
 
-def test_outage_hypotheses_hold(experiment: Experiment,
-                                results: Results) -> None:
+def test_outage_hypotheses_hold(experiment: Experiment, results: Results) -> None:
     experiment.check(outage_hypotheses(results))
     assert results["sync"].meta["load"]["fell_behind"] is False
     assert results["async"].meta["drained"] is True

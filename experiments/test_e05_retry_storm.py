@@ -78,8 +78,7 @@ def attempts(result: RunResult) -> float:
 
 
 def sync_bounded_hypotheses(result: RunResult) -> Hypotheses:
-    h = Hypotheses(f"E5 sync, backoff + jitter + breaker (F = {FAILURES}, "
-                   f"reset {RESET_S:.0f} s)")
+    h = Hypotheses(f"E5 sync, backoff + jitter + breaker (F = {FAILURES}, reset {RESET_S:.0f} s)")
     h.check(at_most(BOTTOM_CALLS, SANE_BOUND, bottom_calls(result), unit="calls"))
     h.check(at_least("orders failed at the edge (fast, by the breakers)", 0.8 * MET,
                      m.edge_errors(result), unit="orders"))

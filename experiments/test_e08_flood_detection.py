@@ -74,8 +74,7 @@ def queue_alert_hypotheses(result: RunResult) -> Hypotheses:
                               m.queue_time_to_detect(result, QUEUE_ALERT, "payments"),
                               rel=0.2, unit="s", none_text="the alert never fired"))
     top = m.backlog_peak(result, "payments")
-    hypotheses.check(close_to("backlog at the removal", BACKLOG, top, rel=0.15,
-                              unit="messages"))
+    hypotheses.check(close_to("backlog at the removal", BACKLOG, top, rel=0.15, unit="messages"))
     drained = m.drain_time(result, "payments")
     hypotheses.check(close_to("drain time", BACKLOG / (NORMAL_RATE - RATE), drained,
                               rel=0.35, unit="s", none_text="never drained"))

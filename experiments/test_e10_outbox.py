@@ -58,8 +58,7 @@ def test_outbox_loses_nothing_and_delivers_after_recovery(
     hypotheses.check(at_most("crashed-but-stored orders left unprocessed", 0,
                              len(crashed - set(m.processed(result, "payments"))),
                              unit="orders"))
-    hypotheses.check(equals("crashed-but-stored orders", CRASHES, len(crashed),
-                            unit="orders"))
+    hypotheses.check(equals("crashed-but-stored orders", CRASHES, len(crashed), unit="orders"))
     experiment.check(hypotheses)
 
 

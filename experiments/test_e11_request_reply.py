@@ -44,8 +44,7 @@ SHORT = f"async_timeout_{SHORT_TIMEOUT_S:.0f}s"  # the negative control's trial
 
 def request_reply(timeout_s: float) -> Topology:
     gateway = Knobs(request_reply=True, timeout_s=timeout_s, pool_size=POOL)
-    return async_pipeline(1, overrides={"gateway": gateway,
-                                        "payments": Knobs(idempotent=True)})
+    return async_pipeline(1, overrides={"gateway": gateway, "payments": Knobs(idempotent=True)})
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +82,13 @@ def async_hypotheses(result: RunResult) -> Hypotheses:
     return hypotheses
 
 
-def test_sync_calls_fail_during_the_restart(experiment: Experiment,
-                                            results: Results) -> None:
+def test_sync_calls_fail_during_the_restart(experiment: Experiment, results: Results) -> None:
     result = results["sync"]
     hypotheses = Hypotheses(f"E11 sync: payments killed for {D:.0f} s at {RATE}/s")
     duration = outage(hypotheses, result)
     hypotheses.check(close_to("sync edge errors", RATE * duration, m.edge_errors(result),
                               rel=0.2, unit="orders"))
-    hypotheses.check(equals("sync edge errors before the kill", 0,
-                            m.edge_errors(result, end=A)))
+    hypotheses.check(equals("sync edge errors before the kill", 0, m.edge_errors(result, end=A)))
     experiment.check(hypotheses)
 
 

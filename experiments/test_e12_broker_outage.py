@@ -59,8 +59,7 @@ def outbox_hypotheses(result: RunResult) -> Hypotheses:
     return hypotheses
 
 
-def test_sync_chain_is_unaffected(experiment: Experiment,
-                                  results: Results) -> None:
+def test_sync_chain_is_unaffected(experiment: Experiment, results: Results) -> None:
     hypotheses = Hypotheses("E12 sync chain beside the broker outage")
     hypotheses.check(equals("edge errors", 0, m.edge_errors(results["sync"]), unit="orders"))
     experiment.check(hypotheses)
@@ -69,8 +68,7 @@ def test_sync_chain_is_unaffected(experiment: Experiment,
 def test_direct_publish_fails_at_the_edge_but_loses_nothing(
         experiment: Experiment, results: Results) -> None:
     result = results["direct"]
-    hypotheses = Hypotheses(f"E12 direct publish: broker killed for {DOWN:.0f} s plus its "
-                            "restart")
+    hypotheses = Hypotheses(f"E12 direct publish: broker killed for {DOWN:.0f} s plus its restart")
     hypotheses.check(close_to("edge errors", RATE * m.load_under_fault(result),
                               m.edge_errors(result), rel=0.25, unit="orders"))
     no_loss(hypotheses, result)

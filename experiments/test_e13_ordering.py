@@ -114,8 +114,7 @@ def out_of_order_hypotheses(result: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E13 {result.name}: {KEYS} keys, {RATE_CLAIM}")
     hypotheses.check(close_to(RATE_CLAIM, predicted(),
                               m.out_of_order_rate(result, "payments", KEYS), rel=0.3))
-    hypotheses.check(equals(EVERY_KEY_CLAIM, KEYS,
-                            m.keys_out_of_order(result, "payments", KEYS)))
+    hypotheses.check(equals(EVERY_KEY_CLAIM, KEYS, m.keys_out_of_order(result, "payments", KEYS)))
     hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
     return hypotheses
 
@@ -128,8 +127,7 @@ def test_competing_consumers_reorder_every_key(experiment: Experiment,
     experiment.check(out_of_order_hypotheses(results["competing"]))
 
 
-def test_one_consumer_keeps_order(experiment: Experiment,
-                                  results: Results) -> None:
+def test_one_consumer_keeps_order(experiment: Experiment, results: Results) -> None:
     result = results["single"]
     hypotheses = Hypotheses("E13 single: one consumer, prefetch 1")
     hypotheses.check(equals("orders out of order", 0, late(result)))
@@ -140,8 +138,8 @@ def test_one_consumer_keeps_order(experiment: Experiment,
 def test_negative_control_one_consumer_fails_the_claim(experiment: Experiment,
                                                        results: Results) -> None:
     """Switch the mechanism off (one consumer): the out-of-order claims must fail."""
-    experiment.negative_control(out_of_order_hypotheses(results["single"]), RATE_CLAIM,
-                                EVERY_KEY_CLAIM)
+    experiment.negative_control(out_of_order_hypotheses(results["single"]),
+                                RATE_CLAIM, EVERY_KEY_CLAIM)
 
 
 def test_redelivery_reorders_even_one_consumer(experiment: Experiment,

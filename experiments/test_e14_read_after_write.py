@@ -89,8 +89,7 @@ def test_async_reads_are_stale_for_about_the_consumer_delay(
     experiment.check(hypotheses)
 
 
-def test_sync_reads_your_writes(experiment: Experiment,
-                                results: Results) -> None:
+def test_sync_reads_your_writes(experiment: Experiment, results: Results) -> None:
     result = results["sync"]
     hypotheses = Hypotheses(f"E14 sync: last hop {W_S * 1000:.0f} ms slow, "
                             f"{WRITES} writes read back")
