@@ -1,0 +1,25 @@
+"""The model: a trial simulated (SimPy) instead of run.
+
+It takes what a real trial takes (topology, knobs, load profile, ServiceFault list,
+user timeout) and returns a RunResult with the same frames, so the same metric
+functions give the predicted and the measured value; it predicts before a run and
+answers what-if questions at scales no machine here can run. It never imports a
+runtime. Modules, one job each:
+
+- calibration: the machine constants (per-hop HTTP cost, confirm, delivery, ...)
+- flow, timers, pool: how a request moves, when callers give up, worker pools
+- links: Toxiproxy's latency and cuts
+- service, server: a service's life (kill, pause) and an HTTP server's front half
+- sync, async_: the two shapes
+- users: arrivals and the load generator's side
+- faults: the fault plan (what is modelled, and NotModelled for the rest)
+- record: the frames
+- simulate: simulate()
+"""
+
+from testbed.model.calibration import Calibration
+from testbed.model.errors import ModelError, NotModelled
+from testbed.model.faults import MODELLED
+from testbed.model.simulate import simulate
+
+__all__ = ["MODELLED", "Calibration", "ModelError", "NotModelled", "simulate"]
