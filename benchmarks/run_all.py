@@ -16,6 +16,7 @@ from pathlib import Path
 
 import bench_catalog
 import bench_load
+import bench_model
 import bench_suite
 import bench_topology
 import bench_toxiproxy
@@ -41,6 +42,7 @@ def main() -> int:
         ("Toxiproxy overhead and latency accuracy", lambda: bench_toxiproxy.measure(
             200 if args.quick else 2000)),
         ("load generator", bench_load.measure),
+        ("the model (simulation speed)", lambda: bench_model.measure(hour=not args.quick)),
     ]
     if not args.skip_suite:
         sections.append(("flagship suite and controller memory", bench_suite.measure))

@@ -261,6 +261,34 @@ def cmd_run(args: argparse.Namespace) -> int:
                               select=args.k, files=tuple(Path(f) for f in args.files)))
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
+    from testbed.analysis.hypotheses import format_number
+    from testbed.scenario.predict import SIMULATED, WhatIf, parse_settings, predict
+    from testbed.scenario.spec import load_scenario
+
+    scenario = load_scenario(Path(args.file))
+    what_if = WhatIf(args.rate, args.duration, parse_settings(args.set, scenario))
+    started = time.monotonic()
+    results, judged, written = predict(scenario, Path(args.report_dir), what_if, args.seed)
+    print(f"{SIMULATED} by the model (no trial was run): {scenario.title}")
+    for name, result in results.items():
+        print(f"  {name}: {len(result.requests):,} orders over "
+              f"{result.meta['model']['simulated_s']:,.0f} simulated seconds")
+    for hypotheses in judged.values():
+        print(f"\n{hypotheses.title}")
+        for v in hypotheses.verdicts:
+            model = "never" if v.measured is None else format_number(v.measured) if \
+                isinstance(v.measured, int | float) else str(v.measured)
+            said = "n/a" if v.predicted is None else format_number(v.predicted) if \
+                isinstance(v.predicted, int | float) else str(v.predicted)
+            print(f"  {v.name}: model {model}; the file predicts {said} "
+                  f"({v.tolerance_text or 'exact'}): {'agrees' if v.passed else 'DIFFERS'}")
+    print(f"\nreport ({SIMULATED}): {written.index} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from testbed.report.suite_report import write_reports
 
@@ -352,6 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="verdicts and spread of the measured numbers over the last N "
                              "runs of the history (writes stability.md; exit 1 on a flip)")
     report.set_defaults(func=cmd_report)
+
+    predict = sub.add_parser("predict", help="simulate a scenario file with the model "
+                             "(what-if at any scale; nothing is started)")
+    predict.add_argument("file", metavar="FILE.toml")
+    predict.add_argument("--rate", type=float, help="orders/s for the whole load")
+    predict.add_argument("--duration", type=float, help="seconds of load")
+    predict.add_argument("--set", action="append", default=[], metavar="SERVICE.KNOB=V",
+                         help="change a knob of a service (repeatable)")
+    predict.add_argument("--seed", type=int, default=1)
+    predict.add_argument("--report-dir", default="reports/predicted")
+    predict.set_defaults(func=cmd_predict)
 
     demo = sub.add_parser("demo", help="paired topology, the same orders through both")
     demo.add_argument("--orders", type=int, default=20)

@@ -17,7 +17,7 @@ from testbed.analysis import error_rate, time_to_detect
 from testbed.observe import RunResult
 from testbed.scenario import metrics as m
 
-DEPLOYMENT_PREFIX = re.compile(r"\b[a-z_]+\d+/")  # "async2/payments" -> "payments"
+DEPLOYMENT_PREFIX = re.compile(r"\b(?:[a-z_]+\d+|model)/")  # "async2/payments" -> "payments"
 ERROR_ALERT = 0.05  # edge error rate that pages someone
 BACKLOG_ALERT_S = 2.0  # queue depth alert: this many seconds of arrivals
 BACKLOG_SYMPTOM = 5  # messages ready that are already "something is off"

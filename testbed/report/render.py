@@ -144,6 +144,9 @@ def build_report(report_dir: Path, experiment: str,
     faults = next((i.faults for i in incidents if i.faults), [])
     summary = ("; ".join(faults) + ": " if faults else "") + "; ".join(
         i.summary() for i in incidents) + "."
+    if any(r.meta.get("simulated") for r in runs.values()):
+        summary = ("SIMULATED by the model (testbed.model), not measured: no trial ran. "
+                   + summary)
     title_file = report_dir / RUNS_DIR / experiment / "title.txt"
     title = title_file.read_text().strip() if title_file.exists() else title_of(experiment)
     charts = {name: run_chart(result, f"{title}: {name}")

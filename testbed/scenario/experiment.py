@@ -155,10 +155,11 @@ class Experiment:
 
     # --------------------------------------------------------------------- verdicts
 
-    def record(self, hypotheses: Hypotheses) -> Hypotheses:
+    def record(self, hypotheses: Hypotheses, echo: bool = True) -> Hypotheses:
         """Keep the verdicts under this experiment (and the running test) for the
         reports; print them (visible with -s and in the captured output)."""
-        print("\n" + hypotheses.report())
+        if echo:
+            print("\n" + hypotheses.report())
         save_verdicts(self.report_dir, current_test() or self.name, hypotheses, self.name)
         return hypotheses
 
