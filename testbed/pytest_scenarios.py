@@ -73,6 +73,8 @@ class ScenarioFile(pytest.File):
                 self._results = self.experiment.paired(
                     scenario.topologies, scenario.profile, scenario.faults,
                     concurrent=scenario.concurrent, **scenario.trial_options)
+                for key, simulated in (scenario.model or {}).items():
+                    self.experiment.keep(f"{key}_model", simulated)  # beside it, charted
             except BaseException as exc:
                 self._error = exc
                 raise
@@ -95,9 +97,10 @@ class ScenarioItem(pytest.Item):
         results = self.file.results()
         scenario, experiment = self.file.scenario, self.file.experiment
         if self.control is None:
-            experiment.check(scenario.judge(results, self.topology))
+            experiment.check(scenario.judge(results, self.topology, scenario.model))
         else:
-            experiment.negative_control(scenario.control(results, self.control),
+            experiment.negative_control(scenario.control(results, self.control,
+                                                         scenario.model),
                                         *self.control.hypotheses)
 
     def reportinfo(self) -> tuple[Path, int, str]:

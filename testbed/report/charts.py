@@ -4,12 +4,14 @@ timeline with the fault windows shaded, so cause and effect line up by eye."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a CI machine
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 from testbed.analysis import error_rate, fault_windows
 from testbed.observe import RunResult
@@ -19,10 +21,11 @@ FAULT_COLOR = "#f4b6b6"
 WINDOW_S = 0.5  # percentiles and error rate per half second of scheduled send time
 
 
-def run_chart(result: RunResult, title: str) -> bytes:
+def run_chart(result: RunResult, title: str, model: RunResult | None = None) -> bytes:
     """Three stacked panels, one time axis: edge latency p50/p95/p99 (what users waited,
-    failures included, as the hypotheses read it), edge error rate, queue and DLQ depth.
-    Returns PNG bytes."""
+    failures included, as the hypotheses read it), edge error rate, queue and DLQ depth;
+    with ``model`` (the same trial simulated) its p99, error rate and backlog drawn
+    over the measured ones in grey. Returns PNG bytes."""
     latency = m.windowed_waits(result.requests, window_s=WINDOW_S)
     errors = error_rate(result.requests, window_s=WINDOW_S)
     backlog, dead = m.backlog(result), m.dead_letter_depth(result)
@@ -40,6 +43,8 @@ def run_chart(result: RunResult, title: str) -> bytes:
         bottom.plot(backlog.index, backlog.to_numpy(), color="tab:blue", label="queued")
     if len(dead):
         bottom.plot(dead.index, dead.to_numpy(), color="tab:purple", label="dead-lettered")
+    if model is not None:
+        _overlay(model, top, middle, bottom)
     if len(backlog) or len(dead):
         bottom.legend(loc="upper right", fontsize=8)
     else:
@@ -59,3 +64,19 @@ def run_chart(result: RunResult, title: str) -> bytes:
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def _overlay(model: RunResult, top: Axes, middle: Axes, bottom: Axes) -> None:
+    """The model's curves over the measured ones: what was predicted before the run."""
+    style: dict[str, Any] = {"color": "0.45", "linestyle": (0, (4, 2)), "linewidth": 1.2}
+    latency = m.windowed_waits(model.requests, window_s=WINDOW_S)
+    if "p99" in latency:
+        top.step(latency.index, latency["p99"] * 1000, where="post", label="p99, model",
+                 **style)
+        top.legend(loc="upper right", fontsize=8)
+    errors = error_rate(model.requests, window_s=WINDOW_S)
+    middle.step(errors.index, errors * 100, where="post", label="model", **style)
+    middle.legend(loc="upper right", fontsize=8)
+    backlog = m.backlog(model)
+    if len(backlog):
+        bottom.plot(backlog.index, backlog.to_numpy(), label="queued, model", **style)

@@ -135,21 +135,30 @@ def follow_ups(incidents: list[Incident], verdicts: list[VerdictRow]) -> list[st
     return actions or ["None: every hypothesis held and nothing was lost."]
 
 
+MODEL_SUFFIX = "_model"  # a trial as the model simulated it, kept beside the measured one
+
+
 def build_report(report_dir: Path, experiment: str,
                  verdicts: pd.DataFrame | None = None) -> ExperimentReport:
-    runs = load_runs(report_dir, experiment)
+    everything = load_runs(report_dir, experiment)
+    models = {k.removesuffix(MODEL_SUFFIX): r for k, r in everything.items()
+              if k.endswith(MODEL_SUFFIX) and k.removesuffix(MODEL_SUFFIX) in everything}
+    runs = {k: r for k, r in everything.items() if k.removesuffix(MODEL_SUFFIX) not in models
+            or not k.endswith(MODEL_SUFFIX)}
     incidents = [incident(result, name) for name, result in runs.items()]
     rows = verdict_rows(load_verdicts(report_dir) if verdicts is None else verdicts,
                         experiment)
     faults = next((i.faults for i in incidents if i.faults), [])
     summary = ("; ".join(faults) + ": " if faults else "") + "; ".join(
         i.summary() for i in incidents) + "."
-    if any(r.meta.get("simulated") for r in runs.values()):
+    if runs and all(r.meta.get("simulated") for r in runs.values()):
         summary = ("SIMULATED by the model (testbed.model), not measured: no trial ran. "
                    + summary)
     title_file = report_dir / RUNS_DIR / experiment / "title.txt"
     title = title_file.read_text().strip() if title_file.exists() else title_of(experiment)
-    charts = {name: run_chart(result, f"{title}: {name}")
+    charts = {name: run_chart(result, f"{title}: {name}"
+                              + (" (dashed: the model)" if name in models else ""),
+                              models.get(name))
               for name, result in runs.items()}
     return ExperimentReport(experiment, title, summary, incidents, rows,
                             follow_ups(incidents, rows), charts)

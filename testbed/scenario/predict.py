@@ -104,7 +104,7 @@ def predict(scenario: Scenario, report_dir: Path, what_if: WhatIf = WhatIf(),
                           timeout_s=scenario.trial_options.get("timeout_s", 5.0), seed=seed,
                           drain_timeout_s=max(scenario.trial_options.get(
                               "drain_timeout_s", 30.0), 10 * longest))
-        result.meta["simulated"] = True
+        result.meta["simulated"] = True  # the report says so
         results[topology.name] = result
     experiment = Experiment(scenario.name, NOT_A_RUNTIME, report_dir,
                             f"{SIMULATED}: {scenario.title}")

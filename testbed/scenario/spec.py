@@ -37,7 +37,7 @@ import inspect
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from testbed.topology import Knobs, Topology, async_pipeline, load_topology, syn
 from testbed.topology.model import knobs_from_dict
 
 CHECKS = ("exact", "within", "at_most", "at_least", "never")
+MODEL = "model"  # predicted = "model": the number the simulation gives, before the run
 SHAPES = ("sync", "async", "paired")
 _TOP = {"scenario", "topology", "knobs", "services", "load", "faults", "hypotheses",
         "controls"}
@@ -82,25 +83,36 @@ class HypothesisSpec:
     topology: str
     metric: str
     check: str
-    predicted: float | bool | None = None
+    predicted: float | bool | str | None = None  # "model": from the simulated trial
     rel: float | None = None
     abs: float | None = None
     unit: str = ""
     why: str = ""
     args: dict[str, Any] = field(default_factory=dict)
 
-    def judge(self, result: RunResult) -> Verdict:
+    def judge(self, result: RunResult, model: RunResult | None = None) -> Verdict:
+        """The verdict on ``result``; a prediction taken from the model (predicted =
+        "model") is the same metric read on ``model``, the trial simulated before it."""
         measured = METRICS[self.metric](result, **self.args)
+        predicted = self.predicted
+        if predicted == MODEL:
+            if model is None:
+                raise ScenarioError(self.name, "predicted", "taken from the model, but no "
+                                    "simulated run was given", "simulate the scenario first")
+            predicted = METRICS[self.metric](model, **self.args)
+            if predicted is None or (isinstance(predicted, float) and math.isnan(predicted)):
+                return never(self.name, measured, self.unit,
+                             claim=f"{self.name} never happens (the model's prediction)")
         if self.check == "never":
             return never(self.name, measured, self.unit)
         if self.check == "exact":
-            return equals(self.name, self.predicted, measured, self.unit)
-        assert isinstance(self.predicted, int | float)
+            return equals(self.name, predicted, measured, self.unit)
+        assert isinstance(predicted, int | float)
         if self.check == "at_most":
-            return at_most(self.name, self.predicted, measured, self.unit)
+            return at_most(self.name, predicted, measured, self.unit)
         if self.check == "at_least":
-            return at_least(self.name, self.predicted, measured, self.unit)
-        return close_to(self.name, self.predicted, measured, rel=self.rel, abs=self.abs,
+            return at_least(self.name, predicted, measured, self.unit)
+        return close_to(self.name, predicted, measured, rel=self.rel, abs=self.abs,
                         unit=self.unit)
 
 
@@ -126,23 +138,45 @@ class Scenario:
     controls: tuple[ControlSpec, ...] = ()
     trial_options: dict[str, Any] = field(default_factory=dict)
     concurrent: bool = True
+    model: Mapping[str, RunResult] | None = None  # the simulated trials, when predicted
 
     def topology(self, name: str) -> Topology:
         return next(t for t in self.topologies if t.name == name)
 
-    def judge(self, results: Mapping[str, RunResult], topology: str) -> Hypotheses:
-        """The hypotheses stated for one topology, read on its run."""
+    @property
+    def uses_model(self) -> bool:
+        return any(h.predicted == MODEL for h in self.hypotheses)
+
+    def simulate(self) -> dict[str, RunResult]:
+        """Every topology's trial as the model predicts it (before any real run)."""
+        from testbed.model import simulate
+
+        found = {t.name: simulate(t, self.profile, [f for f in self.faults if f.applies_to(t)],
+                                  name=t.name, **self.trial_options)
+                 for t in self.topologies}
+        for result in found.values():
+            result.meta["simulated"] = True
+        return found
+
+    def judge(self, results: Mapping[str, RunResult], topology: str,
+              model: Mapping[str, RunResult] | None = None) -> Hypotheses:
+        """The hypotheses stated for one topology, read on its run (predictions from the
+        model read on ``model``, its simulated runs)."""
         hypotheses = Hypotheses(f"{self.title}: {topology}")
         for spec in self.hypotheses:
             if spec.topology == topology:
-                hypotheses.check(spec.judge(results[topology]))
+                hypotheses.check(spec.judge(results[topology], (model or {}).get(topology)))
         return hypotheses
 
-    def control(self, results: Mapping[str, RunResult], control: ControlSpec) -> Hypotheses:
+    def control(self, results: Mapping[str, RunResult], control: ControlSpec,
+                model: Mapping[str, RunResult] | None = None) -> Hypotheses:
+        """The named hypotheses read on the control's run; a model prediction stays the
+        one made for the hypothesis' own topology."""
         hypotheses = Hypotheses(f"{self.title}: control on {control.on}")
         for spec in self.hypotheses:
             if spec.name in control.hypotheses:
-                hypotheses.check(spec.judge(results[control.on]))
+                hypotheses.check(spec.judge(results[control.on],
+                                            (model or {}).get(spec.topology)))
         return hypotheses
 
 
@@ -234,13 +268,28 @@ def scenario_from_dict(data: Mapping[str, Any], path: Path) -> Scenario:
     concurrent = load.get("concurrent", True)
     if not isinstance(concurrent, bool):
         raise r.fail("load.concurrent", f"{concurrent!r} is not allowed", "give true or false")
-    return Scenario(
+    scenario = Scenario(
         name=name, title=r.text("scenario", head, "title", name),
         description=r.text("scenario", head, "description", ""), path=path,
         topologies=topologies, profile=_profile(r, load),
         faults=_faults(r, data, topologies), hypotheses=hypotheses,
         controls=_controls(r, data, names, hypotheses), trial_options=options,
         concurrent=concurrent)
+    return _with_model(r, scenario)
+
+
+def _with_model(r: _Reader, scenario: Scenario) -> Scenario:
+    """Predictions from the model are made now, when the file is read: before any run,
+    and a scenario the model cannot simulate is refused before anything starts."""
+    if not scenario.uses_model:
+        return scenario
+    first = next(i for i, h in enumerate(scenario.hypotheses) if h.predicted == MODEL)
+    try:
+        return replace(scenario, model=scenario.simulate())
+    except TestbedError as exc:  # NotModelled, ModelError
+        raise r.fail(f"hypotheses[{first}].predicted", f"the model cannot simulate this "
+                     f"scenario ({exc})", "state the number yourself, or use faults and "
+                     "knobs the model reproduces") from None
 
 
 def _knob_table(r: _Reader, path: str, data: Any,
@@ -415,10 +464,13 @@ def _hypotheses(r: _Reader, data: Mapping[str, Any],
             if predicted is None:
                 raise r.fail(f"{path}.predicted", "missing",
                              "state the number predicted before the run")
-            if check != "exact" and (isinstance(predicted, bool)
-                                     or not isinstance(predicted, int | float)):
+            if predicted == MODEL:
+                pass  # the simulation's number (checked below: is the scenario modelled?)
+            elif check != "exact" and (isinstance(predicted, bool)
+                                       or not isinstance(predicted, int | float)):
                 raise r.fail(f"{path}.predicted", f"{predicted!r} is not a number",
-                             "give a number (or check = \"exact\" for true / false)")
+                             "give a number, or \"model\" for the simulation's (or check = "
+                             "\"exact\" for true / false)")
         rel = r.number(path, table, "rel")
         absolute = r.number(path, table, "abs")
         if check == "within" and rel is None and absolute is None:

@@ -57,3 +57,23 @@ def test_the_command_line_prints_model_beside_the_file(tmp_path: Path,
     assert main(["predict", str(OUTAGE), "--set", "payments.pool=2",
                  "--report-dir", str(tmp_path)]) == 1
     assert "unknown knob" in capsys.readouterr().err
+
+
+def test_a_trial_kept_with_its_model_run_is_charted_with_it(tmp_path: Path) -> None:
+    """`<key>_model` beside `<key>`: one chart with the model drawn over, one incident."""
+    from testbed.analysis import Hypotheses, equals
+    from testbed.report.suite_report import write_reports
+    from testbed.scenario import Experiment
+
+    scenario = load_scenario(OUTAGE)
+    simulated = scenario.simulate()
+    experiment = Experiment("overlay", None, tmp_path)  # type: ignore[arg-type]
+    experiment.keep("sync", simulated["sync"])
+    experiment.keep("sync_model", simulated["sync"])
+    claims = Hypotheses("sync")
+    claims.check(equals("orders", 160, len(simulated["sync"].requests)))
+    experiment.record(claims, echo=False)
+    written = write_reports(tmp_path)
+    (report,) = written.experiments
+    assert list(report.charts) == ["sync"]
+    assert [i.topology for i in report.incidents] == ["sync"]
