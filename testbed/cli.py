@@ -261,6 +261,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                               select=args.k, files=tuple(Path(f) for f in args.files)))
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from testbed.runtime import get_runtime
+    from testbed.scenario.calibrate import measure, save_calibration
+
+    print(f"calibrating the model on the {args.runtime} runtime: 7 short trials (~1 min)")
+    with get_runtime(args.runtime) as runtime:
+        calibration, raw = measure(runtime, Path(args.report_dir))
+    path = save_calibration(calibration, raw, args.runtime)
+    for name, value in asdict(calibration).items():
+        print(f"  {name:<20} {value:g}")
+    print(f"saved: {path} (the model and `testbed predict` use it from now on)")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import time
 
@@ -380,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="verdicts and spread of the measured numbers over the last N "
                              "runs of the history (writes stability.md; exit 1 on a flip)")
     report.set_defaults(func=cmd_report)
+
+    calibrate = sub.add_parser("calibrate", help="measure the model's machine constants "
+                               "on a runtime (short real trials)")
+    calibrate.add_argument("--runtime", default="local")
+    calibrate.add_argument("--report-dir", default="reports/calibration",
+                           help="where the calibration trials are kept")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     predict = sub.add_parser("predict", help="simulate a scenario file with the model "
                              "(what-if at any scale; nothing is started)")

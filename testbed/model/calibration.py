@@ -6,16 +6,22 @@ real runs also spend time the knobs do not name (HTTP parsing, the proxy hop, th
 broker's confirm). These defaults are stated GUESSES for a loopback machine, chosen to
 agree with the overheads the experiments' hand-made models assume (E8: 2 ms per
 message for a prefetch-1 consumer). ``testbed calibrate`` will measure them on the
-machine at hand; until it exists, read predictions that hinge on them (latency at
-near-zero work, consumer rates at work_ms ~ 0) as estimates.
+machine at hand (testbed.scenario.calibrate) and save them per runtime, where
+``load_calibration`` finds them; without a measurement, read predictions that hinge on
+them (latency at near-zero work, consumer rates at work_ms ~ 0) as estimates.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from testbed.model.errors import ModelError
+
+CALIBRATION_DIR_ENV = "TESTBED_CALIBRATION_DIR"
 
 
 @dataclass(frozen=True)
@@ -44,3 +50,21 @@ class Calibration:
         """Every overhead zero: the services cost exactly their knobs, so a run can be
         checked against queueing theory's closed forms."""
         return cls(**{f.name: 0.0 for f in fields(cls)})
+
+
+def calibration_file(runtime: str) -> Path:
+    base = os.environ.get(CALIBRATION_DIR_ENV) or Path.home() / ".cache" / "testbed"
+    return Path(base) / f"calibration-{runtime}.json"
+
+
+def load_calibration(runtime: str = "local") -> tuple[Calibration, str]:
+    """The calibration measured for this runtime, else the defaults; and where it is
+    from (for the reports)."""
+    path = calibration_file(runtime)
+    if not path.exists():
+        return Calibration(), "defaults (not measured: run `testbed calibrate`)"
+    data = json.loads(path.read_text())
+    known = {f.name for f in fields(Calibration)}
+    constants = {k: float(v) for k, v in data.get("constants", {}).items() if k in known}
+    return Calibration(**constants), (f"measured by testbed calibrate on {data.get('runtime')} "
+                                      f"at {data.get('measured_at')} ({data.get('machine')})")

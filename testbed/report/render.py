@@ -46,6 +46,7 @@ class ExperimentReport:
     verdicts: list[VerdictRow]
     follow_ups: list[str]
     charts: dict[str, bytes]
+    model_note: str = ""  # the model and its calibration, where simulated runs are shown
 
     @property
     def passed(self) -> bool:
@@ -161,7 +162,19 @@ def build_report(report_dir: Path, experiment: str,
                               models.get(name))
               for name, result in runs.items()}
     return ExperimentReport(experiment, title, summary, incidents, rows,
-                            follow_ups(incidents, rows), charts)
+                            follow_ups(incidents, rows), charts,
+                            model_note([*models.values(), *runs.values()]))
+
+
+def model_note(runs: list[RunResult]) -> str:
+    """Which model and calibration made the simulated runs of a report (one line)."""
+    simulated = [r for r in runs if r.meta.get("simulated") and "model" in r.meta]
+    if not simulated:
+        return ""
+    model = simulated[0].meta["model"]
+    constants = ", ".join(f"{k} {v:g}" for k, v in model.get("calibration", {}).items())
+    return (f"Simulated by testbed.model (SimPy, seed {model.get('seed')}); calibration: "
+            f"{constants}; {model.get('calibration_source', 'defaults')}.")
 
 
 def _ms(value: float) -> str:

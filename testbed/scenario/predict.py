@@ -18,6 +18,7 @@ from typing import Any
 from testbed.analysis import Hypotheses
 from testbed.load import Step
 from testbed.model import simulate
+from testbed.model.calibration import load_calibration
 from testbed.observe import RunResult
 from testbed.report.suite_report import SuiteReport, write_reports
 from testbed.scenario.experiment import Experiment
@@ -98,13 +99,16 @@ def predict(scenario: Scenario, report_dir: Path, what_if: WhatIf = WhatIf(),
     load = steps(scenario, what_if)
     longest = sum(step.duration_s for step in load)
     results: dict[str, RunResult] = {}
+    calibration, source = load_calibration()
     for topology in scenario.topologies:
         changed = _with_knobs(topology, what_if.knobs or {})
         result = simulate(changed, load, [f for f in scenario.faults if f.applies_to(changed)],
                           timeout_s=scenario.trial_options.get("timeout_s", 5.0), seed=seed,
+                          calibration=calibration,
                           drain_timeout_s=max(scenario.trial_options.get(
                               "drain_timeout_s", 30.0), 10 * longest))
         result.meta["simulated"] = True  # the report says so
+        result.meta["model"]["calibration_source"] = source
         results[topology.name] = result
     experiment = Experiment(scenario.name, NOT_A_RUNTIME, report_dir,
                             f"{SIMULATED}: {scenario.title}")

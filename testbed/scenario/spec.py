@@ -150,12 +150,15 @@ class Scenario:
     def simulate(self) -> dict[str, RunResult]:
         """Every topology's trial as the model predicts it (before any real run)."""
         from testbed.model import simulate
+        from testbed.model.calibration import load_calibration
 
+        calibration, source = load_calibration()
         found = {t.name: simulate(t, self.profile, [f for f in self.faults if f.applies_to(t)],
-                                  name=t.name, **self.trial_options)
+                                  name=t.name, calibration=calibration, **self.trial_options)
                  for t in self.topologies}
         for result in found.values():
             result.meta["simulated"] = True
+            result.meta["model"]["calibration_source"] = source
         return found
 
     def judge(self, results: Mapping[str, RunResult], topology: str,

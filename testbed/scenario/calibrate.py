@@ -1,0 +1,104 @@
+"""`testbed calibrate`: the model's machine constants, measured on the runtime at hand.
+
+Each constant is read off a short real trial through a model simple enough to invert,
+all trials at a rate far below any capacity so nothing queues:
+
+- http_hop_ms: the edge p50 of a depth-4 chain minus a depth-1 chain's, over the 3 extra
+  hops (the client's own cost cancels out);
+- publish_confirm_ms: the async edge's p50 less one HTTP hop (the gateway stores and
+  publishes with a confirm, then answers);
+- handler_ms and delivery_ms: a consumer with no work draining the 600 messages queued
+  while it was cut off, one message at a time (prefetch 1: handler + delivery per
+  message) and with prefetch 10 (the deliveries overlap the handling: handler only);
+- connect_ms: what a consumer cut off for 2 s at 100 orders/s is behind beyond rate x
+  cut, less the half of reconnect_max_s it waits on average before it tries again;
+- restart_s: a killed service's fault window beyond its planned down time.
+
+The result is saved per runtime (``calibration-<runtime>.json`` under ~/.cache/testbed,
+or $TESTBED_CALIBRATION_DIR) with when and where it was measured; the model uses it
+from then on, and every simulated run carries it in its meta (printed in the reports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from testbed.analysis import drain_rate
+from testbed.load import constant, stepped
+from testbed.model import Calibration
+from testbed.model.calibration import calibration_file
+from testbed.observe import RunResult
+from testbed.runtime import Runtime
+from testbed.scenario import metrics as m
+from testbed.scenario.experiment import Experiment, Trial
+from testbed.scenario.faults import fault, unreachable
+from testbed.topology import Knobs, async_pipeline, sync_chain
+
+QUIET = constant(10, 4)  # far below every capacity: nothing waits for a worker
+CUT_S, DOWN_S = 2.0, 1.0
+CUT_LOAD = constant(100, 4)  # 10 ms a message: the reconnect's cost shows in the backlog
+# 600 orders queued while payments is cut off, then a trickle while it drains them
+BURST = stepped((CUT_S, 300), (3.0, 0.5))
+
+
+def _per_message_s(result: RunResult) -> float:
+    """Seconds per message while payments drains the backlog it was cut off from (the
+    load is down to a trickle by then): the inverse of the drain rate from the peak to
+    the lowest point after it."""
+    rate = drain_rate(m.backlog(result, "payments"), after=CUT_S)
+    return 1.0 / rate if rate > 0 else float("nan")
+
+
+def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, Any]]:
+    """Run the calibration trials; the constants and the raw figures behind them."""
+    experiment = Experiment("calibration", runtime, report_dir, "Calibration of the model")
+    no_work = Knobs(work_ms=0.0)
+    prefetch_1, prefetch_10 = Knobs(prefetch=1), Knobs(prefetch=10)
+    found = experiment.trials([
+        Trial("sync_d1", sync_chain(1, knobs=no_work, name="sync_d1"), QUIET),
+        Trial("sync_d4", sync_chain(4, knobs=no_work, name="sync_d4"), QUIET),
+        Trial("async_d1", async_pipeline(1, knobs=no_work, name="async_d1"), QUIET),
+    ], concurrent=False)
+    queued = [unreachable("payments", at=0.0, duration=CUT_S + 0.25)]
+    found |= experiment.trials([
+        Trial("drain_p1", async_pipeline(1, overrides={"payments": prefetch_1},
+                                         name="drain_p1"), BURST, queued),
+        Trial("drain_p10", async_pipeline(1, overrides={"payments": prefetch_10},
+                                          name="drain_p10"), BURST, queued),
+        Trial("cut", async_pipeline(1, overrides={"payments": prefetch_1}, name="cut"),
+              CUT_LOAD, [unreachable("payments", at=1.0, duration=CUT_S)]),
+        Trial("restart", sync_chain(2, name="restart"), QUIET,
+              [fault("kill", "payments", at=1.0, duration=DOWN_S)]),
+    ], concurrent=False)
+    p50 = {k: m.edge_latency(found[k], 50) for k in ("sync_d1", "sync_d4", "async_d1")}
+    hop_s = max(0.0, (p50["sync_d4"] - p50["sync_d1"]) / 3)
+    per_p1, per_p10 = (_per_message_s(found[k]) for k in ("drain_p1", "drain_p10"))
+    behind_s = m.backlog_peak(found["cut"], "payments") / CUT_LOAD.steps[0].rate - CUT_S
+    start, end = m.fault_window(found["restart"])
+    constants = {
+        "http_hop_ms": 1000 * hop_s,
+        "publish_confirm_ms": 1000 * max(0.0, p50["async_d1"] - hop_s),
+        "handler_ms": 1000 * per_p10,
+        "delivery_ms": 1000 * max(0.0, per_p1 - per_p10),
+        "connect_ms": 1000 * max(0.0, behind_s - Knobs().reconnect_max_s / 2),
+        "restart_s": max(0.0, end - start - DOWN_S),
+    }
+    raw = {"edge_p50_s": p50, "per_message_s": {"prefetch_1": per_p1, "prefetch_10": per_p10},
+           "cut_behind_s": behind_s, "restart_window_s": end - start}
+    return Calibration(**{k: round(v, 3) for k, v in constants.items()}), raw
+
+
+def save_calibration(calibration: Calibration, raw: dict[str, Any], runtime: str) -> Path:
+    path = calibration_file(runtime)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "runtime": runtime, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {os.cpu_count()} cores",
+        "constants": asdict(calibration), "raw": raw}, indent=2, default=str))
+    return path
