@@ -1,0 +1,32 @@
+"""`testbed calibrate` on real components: every constant measured, in a plausible
+range for a loopback machine, saved where the model finds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed.model.calibration import load_calibration
+from testbed.runtime import Runtime
+from testbed.scenario.calibrate import measure, save_calibration
+
+pytestmark = pytest.mark.local_only
+
+
+def test_calibration_measures_every_constant(testbed_runtime: Runtime, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTBED_CALIBRATION_DIR", str(tmp_path / "cache"))
+    calibration, raw = measure(testbed_runtime, tmp_path / "reports")
+    assert 0.1 <= calibration.http_hop_ms <= 30, raw
+    assert 0.1 <= calibration.publish_confirm_ms <= 50, raw
+    assert 0.0 < calibration.handler_ms <= 30, raw
+    assert calibration.delivery_ms <= 30, raw
+    assert calibration.connect_ms <= 500, raw
+    assert 0.0 < calibration.restart_s <= 10, raw
+    path = save_calibration(calibration, raw, "local")
+    assert json.loads(path.read_text())["constants"]["http_hop_ms"] == calibration.http_hop_ms
+    loaded, source = load_calibration("local")
+    assert loaded == calibration
+    assert source.startswith("measured by testbed calibrate on local")
