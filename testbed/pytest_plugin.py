@@ -118,7 +118,7 @@ def close_shared_runtime(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if not is_scenario_file(file_path):
+    if not is_scenario_file(file_path, named=parent.session.isinitpath(file_path)):
         return None
     collector = ScenarioFile.from_parent(parent, path=file_path)
     collector.setup_runtime(lambda: shared_runtime(parent.config), _report_dir(parent.config))

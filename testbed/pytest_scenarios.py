@@ -24,10 +24,10 @@ from testbed.scenario.spec import ControlSpec, Scenario, load_scenario
 SCENARIOS_DIR = "scenarios"
 
 
-def is_scenario_file(path: Path) -> bool:
-    """A .toml file under a scenarios/ folder that is not a topology file (a file that
-    does not parse is collected, so its error is shown)."""
-    if path.suffix != ".toml" or SCENARIOS_DIR not in path.parts:
+def is_scenario_file(path: Path, named: bool = False) -> bool:
+    """A .toml file under a scenarios/ folder, or ``named`` on the command line, that is
+    not a topology file (a file that does not parse is collected, so its error shows)."""
+    if path.suffix != ".toml" or not (named or SCENARIOS_DIR in path.parts):
         return False
     try:
         data = tomllib.loads(path.read_text())
