@@ -129,15 +129,8 @@ class Gateway(Server):
                     return None
             elif state == GONE:
                 return None
-        work = self.work_s
-        seconds = self.hop_s + (work if work is not None else self.work())
-        if seconds:
-            started, pauses = env.now, self.pauses
-            yield env.timeout(seconds)
-            if self.pauses != pauses or self.paused:
-                yield from self.make_up(started, seconds)
-            if self.life != visit.life:
-                return None
+        if not (yield from self.spend(visit)):
+            return None
         order = visit.order
         self.ledger[order] += 1  # the order is in its database now
         link = self.link

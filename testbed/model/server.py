@@ -114,6 +114,21 @@ class Server(Service):
         self.counters["received"] += 1
         return True
 
+    def spend(self, visit: Visit) -> Generator[simpy.Event, Any, bool]:
+        """The hop's HTTP cost and the work, paused time made up; False if the service
+        died meanwhile (the request is gone with it)."""
+        work = self.work_s
+        seconds = self.hop_s + (work if work is not None else self.work())
+        if seconds:
+            env = self.env
+            started, pauses = env.now, self.pauses
+            yield env.timeout(seconds)
+            if self.pauses != pauses or self.paused:
+                yield from self.make_up(started, seconds)
+            if self.life != visit.life:
+                return False
+        return True
+
     def arrive(self, visit: Visit) -> Generator[simpy.Event, Any, bool]:
         """The slow front half: the request crosses a slowed link first."""
         call = visit.call

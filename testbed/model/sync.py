@@ -102,15 +102,8 @@ class Stage(Server):
         if deadline is not None and deadline - env.now < self.reserve_s:
             self.counters["shed"] += 1
             return self.reply(visit, 504)
-        work = self.work_s
-        seconds = self.hop_s + (work if work is not None else self.work())
-        if seconds:
-            started, pauses = env.now, self.pauses
-            yield env.timeout(seconds)
-            if self.pauses != pauses or self.paused:
-                yield from self.make_up(started, seconds)
-            if self.life != visit.life:
-                return None
+        if not (yield from self.spend(visit)):
+            return None
         self.ledger[visit.order] += 1
         if self.downstream is None:
             self.counters["ok"] += 1
