@@ -1,5 +1,6 @@
 """`testbed calibrate` on real components: every constant measured, in a plausible
-range for a loopback machine, saved where the model finds it."""
+range for a loopback machine (not a value: the machine is busy with the other tests),
+saved where the model finds it."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ def test_calibration_measures_every_constant(testbed_runtime: Runtime, tmp_path:
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESTBED_CALIBRATION_DIR", str(tmp_path / "cache"))
     calibration, raw = measure(testbed_runtime, tmp_path / "reports")
-    assert 0.1 <= calibration.http_hop_ms <= 30, raw
-    assert 0.1 <= calibration.publish_confirm_ms <= 50, raw
+    # Ranges, not values: the tests beside this one load the machine. Three more hops
+    # always cost something; the rest may measure as 0 under load, never negative.
+    assert 0.0 < calibration.http_hop_ms <= 30, raw
+    assert 0.0 <= calibration.publish_confirm_ms <= 50, raw
     assert 0.0 < calibration.handler_ms <= 30, raw
-    assert calibration.delivery_ms <= 30, raw
-    assert calibration.connect_ms <= 500, raw
+    assert 0.0 <= calibration.delivery_ms <= 30, raw
+    assert 0.0 <= calibration.connect_ms <= 500, raw
     assert 0.0 < calibration.restart_s <= 10, raw
     path = save_calibration(calibration, raw, "local")
     assert json.loads(path.read_text())["constants"]["http_hop_ms"] == calibration.http_hop_ms
