@@ -14,6 +14,12 @@ from testbed.scenario.spec import ScenarioError, load_scenario
 OUTAGE = Path(__file__).resolve().parents[2] / "scenarios" / "outage.toml"
 
 
+@pytest.fixture(autouse=True)
+def default_calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's defaults, not whatever `testbed calibrate` measured on this machine."""
+    monkeypatch.setenv("TESTBED_CALIBRATION_DIR", str(tmp_path / "no-calibration"))
+
+
 def test_the_model_agrees_with_the_outage_scenarios_predictions(tmp_path: Path) -> None:
     """No runtime is given to the experiment (None): anything that tried to deploy would
     fail here."""
