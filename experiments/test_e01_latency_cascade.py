@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.analysis import Hypotheses, at_least, at_most, equals
+from testbed.analysis import Hypotheses
 from testbed.load import constant
 from testbed.observe import RunResult
 from testbed.scenario import Experiment, Results, slower
 from testbed.scenario import metrics as m
+from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 pytestmark = pytest.mark.flagship
@@ -47,35 +48,45 @@ def results(experiment: Experiment) -> Results:
                              timeout_s=USER_TIMEOUT_S, drain_timeout_s=60)
 
 
-def sync_collapse(result: RunResult) -> Hypotheses:
+def sync_collapse(result: RunResult, model: RunResult) -> Hypotheses:
     h = Hypotheses(f"E1 sync: payments +{L_MS} ms for {T:.0f} s at {RATE}/s, "
                    f"pool {POOL} (capacity {CAPACITY:.0f}/s)")
-    h.check(at_least(COLLAPSE, 0.35, m.edge_error_rate(result, START + T / 2, START + T)))
-    h.check(at_least("sync edge p50 during the fault", L_MS / 1000,
-                     m.edge_latency(result, 50, START, START + T), unit="s"))
+    h.check(predicted(COLLAPSE, m.edge_error_rate, result, model, START + T / 2, START + T))
+    h.check(predicted("sync edge p50 during the fault", m.edge_latency, result, model, 50,
+                      START, START + T, unit="s"))
     return h
 
 
+def added_at_the_edge(result: RunResult) -> float:
+    """What the fault added to the median answer at the edge (during minus before)."""
+    return m.edge_latency(result, 50, START, START + T) - m.edge_latency(result, 50, 0, START)
+
+
 def test_sync_funnel_collapses(experiment: Experiment, results: Results) -> None:
-    experiment.check(sync_collapse(results["sync"]))
+    experiment.check(sync_collapse(results["sync"], results.predicted("sync")))
     assert m.edge_errors(results["sync"], end=START) == 0  # healthy before the fault
 
 
 def test_async_edge_is_unaffected_and_backlog_drains(experiment: Experiment,
                                                      results: Results) -> None:
-    result = results["async"]
+    result, model = results["async"], results.predicted("async")
     h = Hypotheses(f"E1 async: payments' link +{L_MS} ms for {T:.0f} s at {RATE}/s")
-    h.check(equals("async edge errors", 0, m.edge_errors(result), unit="orders"))
-    h.check(at_most("async edge p99 during the fault", 0.1,
-                    m.edge_latency(result, 99, START, START + T), unit="s"))
-    h.check(at_least("async backlog peak", 0.5 * (RATE - 1.25) * T,
-                     m.backlog_peak(result, "payments"), unit="messages"))
-    h.check(at_most("async backlog drained after removal", 20.0,
-                    m.drain_time(result, "payments"), unit="s"))
+    h.check(predicted("async edge errors", m.edge_errors, result, model, unit="orders"))
+    # the edge only publishes: the fault adds nothing to its answer (5 ms: machine noise,
+    # 1% of L; a shape that waited for the consumer would add L or more)
+    h.check(predicted("async edge p50, added by the fault", added_at_the_edge, result, model,
+                      abs=0.005, unit="s"))
+    h.check(predicted("async backlog peak", m.backlog_peak, result, model, "payments",
+                      unit="messages"))
+    h.check(predicted("async backlog drained after removal", m.drain_time, result, model,
+                      "payments", abs=0.1, unit="s"))
     experiment.check(h)
 
 
 def test_negative_control_big_pool_does_not_collapse(experiment: Experiment,
                                                      results: Results) -> None:
-    """Switch the mechanism off (pool 32: capacity 80/s): the collapse claim must fail."""
-    experiment.negative_control(sync_collapse(results["big_pool"]), COLLAPSE)
+    """Switch the mechanism off (pool 32: capacity 80/s): the collapse claim must fail,
+    measured and as the model has it."""
+    model = results.predicted("sync")
+    experiment.negative_control(sync_collapse(results["big_pool"], model), COLLAPSE,
+                                model=sync_collapse(results.predicted("big_pool"), model))

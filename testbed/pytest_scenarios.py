@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from testbed.observe import RunResult
 from testbed.runtime import Runtime
-from testbed.scenario import Experiment
+from testbed.scenario import Experiment, Results
 from testbed.scenario.spec import ControlSpec, Scenario, load_scenario
 
 SCENARIOS_DIR = "scenarios"
@@ -44,7 +43,7 @@ class ScenarioFile(pytest.File):
 
     def setup_runtime(self, runtime: Callable[[], Runtime], report_dir: Path) -> None:
         self.runtime, self.report_dir = runtime, report_dir
-        self._results: dict[str, RunResult] | None = None
+        self._results: Results | None = None
         self._error: BaseException | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
@@ -63,7 +62,7 @@ class ScenarioFile(pytest.File):
         return Experiment(self.scenario.name, self.runtime(), self.report_dir,
                           self.scenario.title)
 
-    def results(self) -> dict[str, RunResult]:
+    def results(self) -> Results:
         """The trials, run on first use; a failure is every test's failure."""
         if self._error is not None:
             raise self._error
@@ -72,9 +71,8 @@ class ScenarioFile(pytest.File):
             try:
                 self._results = self.experiment.paired(
                     scenario.topologies, scenario.profile, scenario.faults,
-                    concurrent=scenario.concurrent, **scenario.trial_options)
-                for key, simulated in (scenario.model or {}).items():
-                    self.experiment.keep(f"{key}_model", simulated)  # beside it, charted
+                    concurrent=scenario.concurrent, model=scenario.model,
+                    **scenario.trial_options)
             except BaseException as exc:
                 self._error = exc
                 raise
@@ -97,11 +95,12 @@ class ScenarioItem(pytest.Item):
         results = self.file.results()
         scenario, experiment = self.file.scenario, self.file.experiment
         if self.control is None:
-            experiment.check(scenario.judge(results, self.topology, scenario.model))
-        else:
-            experiment.negative_control(scenario.control(results, self.control,
-                                                         scenario.model),
-                                        *self.control.hypotheses)
+            experiment.check(scenario.judge(results, self.topology, results.model))
+            return
+        on_model = (scenario.control(results.model, self.control, results.model)
+                    if self.control.on in results.model else None)
+        experiment.negative_control(scenario.control(results, self.control, results.model),
+                                    *self.control.hypotheses, model=on_model)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"scenario {self.file.scenario.name}: {self.name}"

@@ -40,6 +40,7 @@ Value = float | int | bool | str | None
 HOLDS = "holds"
 FAILS = "does NOT hold"
 NOT_MEASURED = "no value measured"
+MODEL = "model"  # a Verdict's source when its prediction is the simulation's number
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Verdict:
     tolerance_text: str  # how close counts: "± 25%", "upper bound", ...
     passed: bool
     finding: str  # the incident-report line
+    source: str = ""  # where the prediction is from: "model" (the simulation), "" (by hand)
 
     def __str__(self) -> str:
         return self.finding
@@ -114,13 +116,15 @@ def _number(name: str, measured: Value) -> float:
 
 def _verdict(name: str, claim: str | None, predicted: Value, predicted_text: str,
              measured: Value, unit: str, tolerance_text: str, passed: bool,
-             none_text: str) -> Verdict:
+             none_text: str, source: str = "") -> Verdict:
     outcome = HOLDS if passed else FAILS
     missing = _missing(measured)
     said = f"{name}: {none_text}" if missing else f"{name} was {_show(measured, unit)}"
     return Verdict(name=name, claim=claim or f"{name} is {predicted_text}",
                    predicted=predicted, measured=measured, tolerance_text=tolerance_text,
-                   passed=passed, finding=f"{said}, predicted {predicted_text}: {outcome}")
+                   passed=passed, finding=f"{said}, predicted {predicted_text}"
+                   f"{' by the model' if source == MODEL else ''}: {outcome}",
+                   source=source)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -128,7 +132,7 @@ def _verdict(name: str, claim: str | None, predicted: Value, predicted_text: str
 def close_to(name: str, predicted: float, measured: float | None,
              rel: float | None = None, abs: float | None = None,
              unit: str = "", *, claim: str | None = None,
-             none_text: str = NOT_MEASURED) -> Verdict:
+             none_text: str = NOT_MEASURED, source: str = "") -> Verdict:
     """Holds when |measured - predicted| <= max(rel * |predicted|, abs): the model's
     number, within the slack the model deserves. Give rel (a fraction: 0.25 = 25%),
     abs (in ``unit``) or both."""
@@ -149,34 +153,37 @@ def close_to(name: str, predicted: float, measured: float | None,
     passed = (not _missing(measured)
               and math.fabs(_number(name, measured) - predicted) <= slack)
     return _verdict(name, claim, predicted, predicted_text, measured, unit,
-                    tolerance_text, passed, none_text)
+                    tolerance_text, passed, none_text, source)
 
 
 def at_most(name: str, limit: float, measured: float | None, unit: str = "", *,
-            claim: str | None = None, none_text: str = NOT_MEASURED) -> Verdict:
+            claim: str | None = None, none_text: str = NOT_MEASURED,
+            source: str = "") -> Verdict:
     """Holds when measured <= limit: a bound the system must not exceed (recovery
     time, error rate, latency)."""
     passed = not _missing(measured) and _number(name, measured) <= limit
     return _verdict(name, claim, limit, f"at most {_show(limit, unit)}", measured, unit,
-                    "upper bound", passed, none_text)
+                    "upper bound", passed, none_text, source)
 
 
 def at_least(name: str, limit: float, measured: float | None, unit: str = "", *,
-             claim: str | None = None, none_text: str = NOT_MEASURED) -> Verdict:
+             claim: str | None = None, none_text: str = NOT_MEASURED,
+             source: str = "") -> Verdict:
     """Holds when measured >= limit: a floor the system must reach (throughput,
     backlog that should build, amplification that should show)."""
     passed = not _missing(measured) and _number(name, measured) >= limit
     return _verdict(name, claim, limit, f"at least {_show(limit, unit)}", measured, unit,
-                    "lower bound", passed, none_text)
+                    "lower bound", passed, none_text, source)
 
 
 def equals(name: str, expected: Value, measured: Value, unit: str = "", *,
-           claim: str | None = None, none_text: str = NOT_MEASURED) -> Verdict:
+           claim: str | None = None, none_text: str = NOT_MEASURED,
+           source: str = "") -> Verdict:
     """Holds when measured == expected exactly: counts (orders lost: 0), states,
     flags. Use close_to for measured floats."""
     passed = not _missing(measured) and measured == expected
     return _verdict(name, claim, expected, _show(expected, unit), measured, unit,
-                    "exact", passed, none_text)
+                    "exact", passed, none_text, source)
 
 
 def never(name: str, measured: Value, unit: str = "", *, claim: str | None = None,

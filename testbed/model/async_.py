@@ -15,6 +15,29 @@ As testbed/services/async_gateway.py and async_consumer.py do it:
   event with confirm, then the ack (upstream), which frees the slot. A replica whose
   link is cut loses its connection; once the link is back it reconnects after a random
   wait in (0, reconnect_max_s] plus the connect time.
+- a failing message (an application fault on the consumer, or a poison message): the
+  handler fails before the work (handler_errors). With ``consumer_retries`` r it is
+  published to ``<queue>.retry`` (confirmed) and acked, and comes back to the tail of
+  the queue ``consumer_retry_delay_ms`` later, carrying its attempt count; the failure
+  after the r-th retry rejects it to ``<queue>.dlq`` (dead_lettered). Without a retry
+  policy the handler sleeps ``error_backoff_ms`` holding the delivery, then nacks it
+  with requeue: back to the head of the queue, redelivered; a quorum queue with
+  ``delivery_limit`` N dead-letters it (``dead_letter``) or drops it instead once it has
+  come back N times. What sits in a DLQ is read back as its ledger (by order id; a
+  poison message as ``<unreadable>``), as testbed.observe.dead_letters does.
+- crash points (crash_at): ``after_process`` kills the consumer after the ledger and
+  before the forward and ack (the broker redelivers it); ``after_write`` kills the
+  gateway after its ledger write (direct: the event is never published; outbox: the
+  restarted relay publishes it). A restarted service's counters start from zero.
+- outbox: the gateway writes the order and its event together and answers 202; a
+  relay (one per gateway, its own connection) publishes pending events in order, each
+  confirmed before the next, backing off 50 ms doubling to 0.5 s while it cannot.
+- request_reply: the gateway publishes with a reply address and holds its worker up to
+  its ``timeout_s`` for the last stage's reply (200; else 504, reply_timeouts, not
+  compensated); the last stage publishes the reply (confirmed) before its ack.
+- the broker: down (broker_down) drops every AMQP connection, as a cut of every broker
+  link, the queues kept; a memory alarm (memory_alarm) holds every publish until it
+  clears (30 s: pika's blocked-connection timeout fails it).
 """
 
 from __future__ import annotations
@@ -31,25 +54,39 @@ from testbed.model.errors import NotModelled
 from testbed.model.flow import Later, Step
 from testbed.model.links import Link
 from testbed.model.record import Counts, Samples, Seconds, counts
-from testbed.model.server import GONE, WAIT, Server, Visit
+from testbed.model.server import GONE, ORDERS, WAIT, Server, Visit
 from testbed.model.service import Service
 from testbed.model.timers import Timers
 from testbed.topology.model import ServiceSpec, Topology
 
+AFTER_PROCESS, AFTER_WRITE = "after_process", "after_write"  # the crash points
+BLOCKED_TIMEOUT_S = 30.0  # pika's blocked_connection_timeout (testbed.services.amqp)
+RELAY_BACKOFF_MAX_S = 0.5  # testbed.services.outbox
+
 
 class BrokerQueue:
-    """One consumer queue: ready messages (order indexes), the replicas consuming it."""
+    """One consumer queue: ready messages (order indexes; a poison message is a
+    negative one), the replicas consuming it, its retry and dead-letter queues."""
 
-    def __init__(self, name: str, spec: ServiceSpec, dlq: Counts | None) -> None:
+    def __init__(self, env: simpy.Environment, name: str, spec: ServiceSpec,
+                 dlq: Counts | None) -> None:
         knobs = spec.knobs
+        self.env = env
         self.name = name
         self.ready: deque[int] = deque()
         self.consumers: list[Replica] = []
         self.redelivered: set[int] = set()
         self.max_length = knobs.max_length
         self.drop_head = knobs.overflow == "drop-head"
-        self.dlq = dlq  # dead-letter ledger, with dead_letter: what drop-head dropped
+        self.delivery_limit = knobs.delivery_limit
+        self.retry_s = knobs.consumer_retry_delay_ms / 1000.0
+        self.has_retry = bool(knobs.consumer_retries)
+        self.returns: dict[int, int] = {}  # nacks per message (a quorum queue counts them)
+        self.attempts: dict[int, int] = {}  # the x-attempt header each message carries
+        self.parked = 0  # waiting out the delay in <queue>.retry
+        self.dlq = dlq  # dead-letter ledger (with dead_letter), by order
         self.dlq_ready = 0
+        self.dlq_unreadable = 0  # poison messages in the DLQ
         self._next = 0
 
     def _free_replica(self) -> Replica | None:
@@ -73,12 +110,40 @@ class BrokerQueue:
         if self.max_length is not None and len(self.ready) >= self.max_length:
             if not self.drop_head:
                 return False
-            dropped = self.ready.popleft()
-            if self.dlq is not None:
-                self.dlq[dropped] += 1
-                self.dlq_ready += 1
+            self.dead_letter(self.ready.popleft())
         self.ready.append(order)
         return True
+
+    def dead_letter(self, order: int) -> None:
+        """To ``<queue>.dlq`` with dead_letter; without one the broker drops it."""
+        if self.dlq is None:
+            return
+        if order >= 0:
+            self.dlq[order] += 1
+        else:
+            self.dlq_unreadable += 1
+        self.dlq_ready += 1
+
+    def nack(self, order: int) -> None:
+        """A nack with requeue: back to the head, unless a quorum queue's delivery
+        limit is passed (then dead-lettered, or dropped)."""
+        if self.delivery_limit is not None:
+            returned = self.returns[order] = self.returns.get(order, 0) + 1
+            if returned > self.delivery_limit:
+                self.dead_letter(order)
+                self.dispatch()
+                return
+        self.requeue([order])
+
+    def park(self, order: int) -> None:
+        """Into the delay queue; its TTL sends it back to this queue's tail."""
+        self.parked += 1
+        self.env.process(self._unpark(order))
+
+    def _unpark(self, order: int) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(self.retry_s)
+        self.parked -= 1
+        self.publish(order)
 
     def requeue(self, orders: list[int]) -> None:
         """Unacked messages of a lost connection: back to the head, in order."""
@@ -99,7 +164,8 @@ class BrokerQueue:
 
 
 class Gateway(Server):
-    """The async_gateway: accept, store, publish (confirmed), answer 202."""
+    """The async_gateway: accept, store, publish (confirmed), answer 202; or store with
+    the event (outbox) and answer; or wait for the reply (request_reply)."""
 
     def __init__(self, env: simpy.Environment, spec: ServiceSpec, calibration: Calibration,
                  ledger: Counts, seed: int, service: str, timers: Timers,
@@ -111,14 +177,26 @@ class Gateway(Server):
         self.publishes = spec.publishes or ""
         self.confirm_s = calibration.publish_confirm_ms / 1000.0
         self.connect_s = calibration.connect_ms / 1000.0
+        self.delivery_s = calibration.delivery_ms / 1000.0
         self.stale = 0  # worker connections a cut broke: each reconnects at its next publish
+        self.relay = Relay(self) if spec.knobs.outbox else None
+        self.request_reply = spec.knobs.request_reply
         link.on_cut.append(self._cut)
 
     def _cut(self, link: Link) -> None:
         self.stale = self.knobs.pool_size
+        if self.relay is not None:
+            self.relay.stale = True
+
+    def revive(self) -> None:
+        """A new process: new connections; the relay finds what is pending."""
+        super().revive()
+        self.stale = self.knobs.pool_size
+        if self.relay is not None:
+            self.relay.stale = True
+            self.relay.kick()
 
     def serve(self, visit: Visit) -> Step:
-        env = self.env
         if visit.call.route.upstream:
             if not (yield from self.arrive(visit)):
                 return None
@@ -129,13 +207,31 @@ class Gateway(Server):
                     return None
             elif state == GONE:
                 return None
+        if self.chaos.active and (injected := self.chaos.check(ORDERS)) is not None:
+            return self.injected(visit, injected)
         if not (yield from self.spend(visit)):
             return None
         order = visit.order
         self.ledger[order] += 1  # the order is in its database now
+        if self.relay is not None:  # with its event, in one transaction
+            self.relay.add(order)
+        if self.crash_point is not None and self.reached(AFTER_WRITE):
+            return None  # died here: the caller's connection drops
+        if self.relay is not None:
+            self.counters["ok"] += 1
+            return self.reply(visit, 202)
+        return (yield from self.publish(visit))
+
+    def publish(self, visit: Visit) -> Generator[simpy.Event, Any, Step | None]:
+        """The direct publish, confirmed; then the answer (or the reply's wait)."""
+        env = self.env
+        order = visit.order
         link = self.link
         if link.down:
             return self._failed(visit)
+        if self.pipeline.blocked and not (yield from self.pipeline.unblocked(visit.life,
+                                                                              self)):
+            return None if self.life != visit.life else self._failed(visit)
         cuts = link.cuts
         connect = 0.0
         if self.stale:  # this worker's connection broke in a cut: it reconnects first
@@ -147,6 +243,7 @@ class Gateway(Server):
                 return None
             if link.cuts != cuts:
                 return self._failed(visit)
+        reply = self.pipeline.await_reply(order) if self.request_reply else None
         accepted = self.pipeline.route(self.publishes, order)
         if link.downstream:
             yield from link.cross("downstream", self.confirm_s)
@@ -157,18 +254,112 @@ class Gateway(Server):
         if self.life != visit.life:
             return None
         if link.cuts != cuts:
+            self.pipeline.awaiting.pop(order, None)
             return self._failed(visit)
         if not accepted:
+            self.pipeline.awaiting.pop(order, None)
             self.counters["rejected"] += 1
             self.ledger[order] -= 1
             return self.reply(visit, 429)
+        if reply is not None:
+            return (yield from self._wait_reply(visit, reply))
         self.counters["ok"] += 1
         return self.reply(visit, 202)
+
+    def _wait_reply(self, visit: Visit,
+                    reply: simpy.Event) -> Generator[simpy.Event, Any, Step | None]:
+        """Hold the worker until the last stage's reply, at most ``timeout_s``."""
+        env = self.env
+        if not reply.triggered:
+            yield env.any_of([reply, env.timeout(self.knobs.timeout_s)])
+        self.pipeline.awaiting.pop(visit.order, None)
+        if self.paused:
+            yield from self.thaw()
+        if self.life != visit.life:
+            return None
+        if not reply.triggered:
+            self.counters["reply_timeouts"] += 1
+            return self.reply(visit, 504)  # the order stays stored: no compensation
+        self.counters["ok"] += 1
+        return self.reply(visit, 200)
+
+    def relay_publish(self, relay: Relay,
+                      order: int) -> Generator[simpy.Event, Any, bool | None]:
+        """One confirmed publish of the outbox relay: True (confirmed), False (failed:
+        try again), None (the gateway died meanwhile)."""
+        env, link, life = self.env, self.link, self.life
+        if link.down:
+            return False
+        if self.pipeline.blocked and not (yield from self.pipeline.unblocked(life, self)):
+            return None if self.life != life else False
+        cuts = link.cuts
+        connect = self.connect_s if relay.stale else 0.0
+        relay.stale = False
+        if connect or link.upstream:
+            yield from link.cross("upstream", connect)
+            if self.life != life:
+                return None
+            if link.cuts != cuts:
+                return False
+        accepted = self.pipeline.route(self.publishes, order)
+        if link.downstream:
+            yield from link.cross("downstream", self.confirm_s)
+        elif self.confirm_s:
+            yield env.timeout(self.confirm_s)
+        if self.paused:
+            yield from self.thaw()
+        if self.life != life:
+            return None  # routed, not deleted: the restarted relay sends it again
+        return accepted and link.cuts == cuts
 
     def _failed(self, visit: Visit) -> Step | None:
         self.counters["publish_errors"] += 1
         self.ledger[visit.order] -= 1  # compensate: no event went out
         return self.reply(visit, 503)
+
+
+class Relay:
+    """The outbox relay of a gateway: pending events in order, each deleted once its
+    publish is confirmed; a failure backs off (50 ms, doubling, at most 0.5 s)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.env = gateway.env
+        self.pending: deque[int] = deque()  # in the outbox table: survives a crash
+        self.stale = True  # it connects at its first publish
+        self._idle: simpy.Event | None = None
+        self.env.process(self.run())
+
+    def add(self, order: int) -> None:
+        self.pending.append(order)
+        self.kick()
+
+    def kick(self) -> None:
+        if self._idle is not None:
+            idle, self._idle = self._idle, None
+            idle.succeed()
+
+    def run(self) -> Generator[simpy.Event, Any, None]:
+        env, gateway, pending = self.env, self.gateway, self.pending
+        backoff = 0.0
+        while True:
+            if not pending or not gateway.alive:
+                self._idle = env.event()
+                yield self._idle
+                continue
+            life = gateway.life
+            sent = yield from gateway.relay_publish(self, pending[0])
+            if gateway.life != life or sent is None:
+                continue
+            if sent:
+                pending.popleft()
+                gateway.counters["relayed"] += 1
+                backoff = 0.0
+                continue
+            gateway.counters["relay_errors"] += 1
+            self.stale = True
+            backoff = min(RELAY_BACKOFF_MAX_S, max(0.05, backoff * 2))
+            yield env.timeout(backoff)
 
 
 class Replica:
@@ -194,7 +385,7 @@ class Replica:
         self.unacked = 0  # delivered and not yet acked, as the broker counts them
         self.inbox: deque[tuple[float, int]] = deque()  # (arrives at, order)
         self.current: int | None = None  # the delivery being handled (unacked)
-        self.job: tuple[int, float, float, int, int, int] | None = None
+        self.job: tuple[int, float, float, int, int, int, bool] | None = None
         self.wake: Later | None = None
         self._attempt = 0  # the reconnect attempt that may connect
         self.queue.consumers.append(self)
@@ -212,7 +403,7 @@ class Replica:
             inbox.append((at, order))
             return
         self.wake = None
-        if link.downstream or consumer.paused:
+        if link.downstream or consumer.paused or consumer.stalled:
             inbox.append((at, order))
             wake.succeed()  # the loop waits the delivery out itself
         else:
@@ -221,14 +412,19 @@ class Replica:
     def _start(self, at: float, order: int) -> float:
         """Begin handling ``order`` once it arrives (at ``at``); when the work ends."""
         consumer = self.consumer
-        work = consumer.work_s
-        seconds = consumer.handler_s + (work if work is not None else consumer.work())
-        start = max(at, self.env.now)
-        self.job = (order, start, seconds, self.epoch, consumer.life, consumer.pauses)
-        self.current = order
         consumer.counters["received"] += 1
         if order in self.queue.redelivered:
             consumer.counters["redelivered"] += 1
+        failed = consumer.fails(order)
+        if failed:  # the handler fails before the work (no draw of a service time)
+            seconds = consumer.handler_s
+        else:
+            work = consumer.work_s
+            seconds = consumer.handler_s + (work if work is not None else consumer.work())
+        start = max(at, self.env.now)
+        self.job = (order, start, seconds, self.epoch, consumer.life, consumer.pauses,
+                    failed)
+        self.current = order
         return start + seconds
 
     def run(self) -> Generator[simpy.Event, Any, None]:
@@ -236,7 +432,8 @@ class Replica:
         consumer = self.consumer
         inbox = self.inbox
         link = self.link
-        route = consumer.pipeline.route
+        pipeline = consumer.pipeline
+        route = pipeline.route
         while True:
             job = self.job
             if job is None:
@@ -251,6 +448,9 @@ class Replica:
                 if consumer.paused:
                     yield from consumer.thaw()
                     continue
+                if consumer.stalled:
+                    yield consumer.unstalled
+                    continue
                 inbox.popleft()
                 end = self._start(at, order)
                 if end > env.now:
@@ -258,22 +458,35 @@ class Replica:
                 job = self.job
                 assert job is not None
             self.job = None
-            order, start, seconds, epoch, life, pauses = job
+            order, start, seconds, epoch, life, pauses, failed = job
             if consumer.pauses != pauses or consumer.paused:
                 yield from consumer.make_up(start, seconds)
             if consumer.life != life:
                 continue  # killed: no side effect
             if self.epoch != epoch and self.lost_at[epoch] <= start:
                 continue  # cut before it arrived: never handled, it was requeued
+            if failed:
+                consumer.counters["handler_errors"] += 1
+                if self.epoch == epoch:
+                    yield from self._fail(order, epoch, life)
+                continue
             consumer.record(order)
+            if consumer.crash_point is not None and consumer.reached(AFTER_PROCESS):
+                continue  # died between the side effect and the ack: redelivered
             if self.epoch != epoch:
                 continue  # cut during the work: the publish fails, the message comes again
-            if consumer.publishes is not None:
+            if consumer.publishes is not None or consumer.replies:
+                if pipeline.blocked and not (yield from pipeline.unblocked(life, consumer)):
+                    continue
                 if link.upstream:
                     yield from link.cross("upstream", 0.0)
                     if self.epoch != epoch:
                         continue
-                route(consumer.publishes, order)
+                if consumer.publishes is not None:
+                    route(consumer.publishes, order)
+                else:  # the last stage answers the request-reply caller
+                    pipeline.reply(order)
+                    consumer.counters["replies"] += 1
                 if link.downstream:
                     yield from link.cross("downstream", consumer.confirm_s)
                 elif consumer.confirm_s:
@@ -288,6 +501,55 @@ class Replica:
                 env.process(self._ack(epoch))
             else:
                 self._acked(epoch)
+
+    def _fail(self, order: int, epoch: int, life: int) -> Generator[simpy.Event, Any, None]:
+        """A failed message, as async_consumer.fail() sends it on: the retry queue, the
+        DLQ, or (no retry policy) a nack with requeue after ``error_backoff_ms``."""
+        consumer, queue, env = self.consumer, self.queue, self.env
+        knobs = consumer.knobs
+        attempt = queue.attempts.get(order, 0)
+        if attempt < knobs.consumer_retries:
+            if not (yield from self._confirmed(epoch, life)):
+                return
+            queue.attempts[order] = attempt + 1
+            queue.park(order)
+            consumer.counters["retries_scheduled"] += 1
+            self.current = None
+            self._acked(epoch)
+            return
+        if knobs.consumer_retries:  # rejected without requeue: the DLX takes it
+            queue.dead_letter(order)
+            consumer.counters["dead_lettered"] += 1
+            self.current = None
+            self._acked(epoch)
+            return
+        backoff = knobs.error_backoff_ms / 1000.0
+        if backoff:
+            started, pauses = env.now, consumer.pauses
+            yield env.timeout(backoff)
+            if consumer.pauses != pauses or consumer.paused:
+                yield from consumer.make_up(started, backoff)
+            if consumer.life != life or self.epoch != epoch:
+                return  # gone with the connection: requeued already
+        self.current = None
+        self.unacked -= 1
+        queue.nack(order)
+
+    def _confirmed(self, epoch: int, life: int) -> Generator[simpy.Event, Any, bool]:
+        """One publish of the consumer's (to the retry queue), until its confirm."""
+        consumer, link, env = self.consumer, self.link, self.env
+        pipeline = consumer.pipeline
+        if pipeline.blocked and not (yield from pipeline.unblocked(life, consumer)):
+            return False
+        if link.upstream:
+            yield from link.cross("upstream", 0.0)
+        if link.downstream:
+            yield from link.cross("downstream", consumer.confirm_s)
+        elif consumer.confirm_s:
+            yield env.timeout(consumer.confirm_s)
+        if consumer.paused:
+            yield from consumer.thaw()
+        return consumer.life == life and self.epoch == epoch
 
     def _ack(self, epoch: int) -> Generator[simpy.Event, Any, None]:
         yield from self.link.cross("upstream", 0.0)
@@ -371,6 +633,10 @@ class Consumer(Service):
         self.handler_s = calibration.handler_ms / 1000.0
         self.confirm_s = calibration.publish_confirm_ms / 1000.0
         self.connect_s = calibration.connect_ms / 1000.0
+        self.replies = spec.publishes is None and pipeline.request_reply
+        self.path = f"/{queue.name}"  # what an application fault's route matches
+        self.stalled = False
+        self.unstalled = env.event()
         self.replicas = [Replica(self, i) for i in range(spec.knobs.replicas)]
         link.on_cut.append(self._cut)
         link.on_eased.append(self._eased)
@@ -379,6 +645,25 @@ class Consumer(Service):
         if stream == "downstream":
             for replica in self.replicas:
                 replica.flush()
+
+    def fails(self, order: int) -> bool:
+        """Whether the handler fails this delivery: the application fault's check
+        (one draw per delivery, first), then the message itself (a poison one)."""
+        if self.chaos.active and self.chaos.check(self.path) is not None:
+            self.counters["injected_errors"] += 1
+            return True
+        return order < 0
+
+    def stall(self) -> None:
+        """The handler hangs before its next message (consumer_stall)."""
+        if not self.stalled:
+            self.stalled = True
+            self.unstalled = self.env.event()
+
+    def unstall(self) -> None:
+        if self.stalled:
+            self.stalled = False
+            self.unstalled.succeed()
 
     def record(self, order: int) -> None:
         """The side effect: charged again on a redelivery unless ``idempotent``."""
@@ -401,6 +686,7 @@ class Consumer(Service):
 
     def revive(self) -> None:
         super().revive()
+        self.unstall()  # a new process is not stalled
         for replica in self.replicas:
             replica.reconnect(fresh=True)
 
@@ -438,6 +724,7 @@ class AsyncPipeline:
                  seed: int, service: str, link_rng: random.Random) -> None:
         self.env = env
         self.topology = topology
+        self.delivery_s = calibration.delivery_ms / 1000.0
         self.links: dict[str, Link] = {}
         for link_spec in topology.links:
             self.links[link_spec.name] = Link(env, link_spec.name, link_rng)
@@ -450,10 +737,16 @@ class AsyncPipeline:
                 dlq = counts(n) if spec.knobs.dead_letter else None
                 if dlq is not None:
                     self.dlq_ledgers[f"{spec.name}.dlq"] = dlq
-                queue = BrokerQueue(spec.name, spec, dlq)
+                queue = BrokerQueue(env, spec.name, spec, dlq)
                 self.queues[spec.name] = queue
                 self.routes.setdefault(spec.consumes, []).append(queue)
         self._check(topology)
+        self.request_reply = any(s.knobs.request_reply for s in topology.services
+                                 if s.role == "async_gateway")
+        self.awaiting: dict[int, Later] = {}  # request-reply: the gateway waits on these
+        self.blocked = False  # a memory alarm: publishers are held
+        self._unblocked = env.event()
+        self._poison = 0  # the last poison message's (negative) index
         self.services: dict[str, Service] = {}
         self.consumers: list[Consumer] = []
         entry: Server | None = None
@@ -487,11 +780,6 @@ class AsyncPipeline:
 
     def _check(self, topology: Topology) -> None:
         for spec in topology.services:
-            knobs = spec.knobs
-            if knobs.outbox or knobs.request_reply:
-                which = "outbox" if knobs.outbox else "request_reply"
-                raise NotModelled(f"knob {which} of {spec.name!r}: the model has the "
-                                  "direct publish only (compensated on failure)")
             if spec.publishes and spec.role == "async_consumer":
                 for queue in self.routes.get(spec.publishes, []):
                     if queue.max_length is not None and not queue.drop_head:
@@ -507,21 +795,89 @@ class AsyncPipeline:
             accepted = queue.publish(order) and accepted
         return accepted
 
+    # -- request-reply ------------------------------------------------------------------
+
+    def await_reply(self, order: int) -> Later:
+        """The gateway's wait for ``order``'s reply (registered before the publish)."""
+        reply = self.awaiting[order] = Later(self.env)
+        return reply
+
+    def reply(self, order: int) -> None:
+        """The last stage's reply, in the gateway's reply queue a delivery later; one
+        nobody waits for any more (a timeout, a second one) is dropped."""
+        reply = self.awaiting.pop(order, None)
+        if reply is not None and not reply.triggered:
+            reply.succeed_in(self.delivery_s)
+
+    # -- the broker ---------------------------------------------------------------------
+
+    def broker_down(self) -> None:
+        """Every AMQP connection drops; the (durable) queues keep their messages."""
+        for link in self.links.values():
+            link.cut()
+
+    def broker_up(self) -> None:
+        for link in self.links.values():
+            link.restore()
+
+    def block(self) -> None:
+        """A memory alarm: every publish waits (connection.blocked)."""
+        if not self.blocked:
+            self.blocked = True
+            self._unblocked = self.env.event()
+
+    def unblock(self) -> None:
+        if self.blocked:
+            self.blocked = False
+            self._unblocked.succeed()
+
+    def unblocked(self, life: int, service: Service) -> Generator[simpy.Event, Any, bool]:
+        """Wait out a memory alarm, at most pika's blocked-connection timeout; False if
+        it held that long (the publish fails) or ``service`` died meanwhile."""
+        env = self.env
+        if self.blocked:
+            yield env.any_of([self._unblocked, env.timeout(BLOCKED_TIMEOUT_S)])
+        return not self.blocked and service.life == life
+
+    def poison(self, queue: str, count: int) -> None:
+        """Undecodable messages published straight into ``queue`` (at its tail)."""
+        for _ in range(count):
+            self._poison -= 1
+            self.queues[queue].publish(self._poison)
+
+    def purge(self, queue: str) -> None:
+        self.queues[queue].ready.clear()
+
+    def unreadable(self) -> dict[str, int]:
+        """Poison messages per DLQ, as its ledger reads them back."""
+        return {f"{q.name}.dlq": q.dlq_unreadable for q in self.queues.values()
+                if q.dlq_unreadable}
+
+    # -- what the trial observes --------------------------------------------------------
+
     def drained(self) -> bool:
-        return not any(queue.ready or queue.unacked for queue in self.queues.values())
+        return not any(queue.ready or queue.unacked or queue.parked
+                       for queue in self.queues.values())
 
     def sample(self, t: float, samples: Samples) -> None:
         add = samples.add
         for queue in self.queues.values():
-            source = f"queue:{queue.name}"
-            ready, unacked = len(queue.ready), queue.unacked
-            add(t, source, "ready", ready)
-            add(t, source, "unacked", unacked)
-            add(t, source, "messages", ready + unacked)
-            add(t, source, "consumers", len(queue.consumers))
+            _sample_queue(add, t, f"queue:{queue.name}", len(queue.ready), queue.unacked,
+                          len(queue.consumers))
             if queue.dlq is not None:
-                add(t, f"queue:{queue.name}.dlq", "ready", queue.dlq_ready)
+                _sample_queue(add, t, f"queue:{queue.name}.dlq", queue.dlq_ready, 0, 0)
+            if queue.has_retry:
+                _sample_queue(add, t, f"queue:{queue.name}.retry", queue.parked, 0, 0)
         for service in self.services.values():
             source = f"service:{service.name}"
             for metric, value in (*service.gauges().items(), *service.counters.items()):
                 add(t, source, metric, value)
+
+
+def _sample_queue(add: Any, t: float, source: str, ready: int, unacked: int,
+                  consumers: int) -> None:
+    """One queue's row of the sampler (ready, unacked, messages, consumers)."""
+    add(t, source, "ready", ready)
+    add(t, source, "unacked", unacked)
+    add(t, source, "messages", ready + unacked)
+    add(t, source, "consumers", consumers)

@@ -24,6 +24,7 @@ from testbed.observe.result import LEDGER_COLUMNS
 
 _ERRORS = {TIMEOUT: "timeout", REFUSED: "refused", RESET: "reset"}
 LAG_TOLERANCE_S = 0.02  # testbed.load.LoadGenerator's default
+UNREADABLE = "<unreadable>"  # testbed.observe.dead_letters: a message without an order id
 
 
 Counts = MutableSequence[int]  # per order: times processed, an outcome code
@@ -114,15 +115,20 @@ def load_summary(offsets: np.ndarray, sent: Sequence[float]) -> dict[str, object
             "lag_max_s": float(lag.max()), "fell_behind": p99 > LAG_TOLERANCE_S}
 
 
-def ledgers_frame(ledgers: dict[str, Counts], ids: np.ndarray) -> pd.DataFrame:
+def ledgers_frame(ledgers: dict[str, Counts], ids: np.ndarray,
+                  unreadable: dict[str, int] | None = None) -> pd.DataFrame:
     """One row per (service, order) processed at least once, services in the given
-    order (the topology's, then the DLQs), as a deployment's ledgers read back."""
+    order (the topology's, then the DLQs), as a deployment's ledgers read back; a DLQ's
+    messages without an order id (poison) as one ``<unreadable>`` row of their count."""
     parts = []
     for service, counts in ledgers.items():
         array = np.asarray(counts, dtype=np.int64)
         hit = np.flatnonzero(array > 0)
         parts.append(pd.DataFrame({"service": np.full(hit.size, service, dtype=object),
                                    "order_id": ids[hit], "count": array[hit]}))
+        if unreadable and unreadable.get(service):
+            parts.append(pd.DataFrame({"service": [service], "order_id": [UNREADABLE],
+                                       "count": [unreadable[service]]}))
     if not parts:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in LEDGER_COLUMNS})
     return pd.concat(parts, ignore_index=True)

@@ -28,6 +28,7 @@ from testbed.model.timers import Timers
 from testbed.topology.model import ServiceSpec
 
 ADMITTED, WAIT, GONE = 0, 1, 2  # what admission found: a worker, a queue, no service
+ORDERS = "/orders"  # the business route an application fault is checked on
 
 
 class Visit:
@@ -139,6 +140,21 @@ class Server(Service):
         if state == WAIT:
             return (yield from self.wait_worker(visit))
         return state == ADMITTED
+
+    def injected(self, visit: Visit, status: int) -> Step:
+        """An application fault answers ``status`` before the handler runs: the hop's
+        HTTP cost only, no work, no ledger; /stats counts injected_errors, not received."""
+        self.counters["received"] -= 1
+        self.counters["injected_errors"] += 1
+        if self.hop_s:
+            env = self.env
+            started, pauses = env.now, self.pauses
+            yield env.timeout(self.hop_s)
+            if self.pauses != pauses or self.paused:
+                yield from self.make_up(started, self.hop_s)
+            if self.life != visit.life:
+                return None
+        return self.reply(visit, status)
 
     def reply(self, visit: Visit, status: int) -> Step | None:
         """Answer the caller: the worker frees, the answer crosses the link."""

@@ -23,6 +23,7 @@ from typing import Any
 import simpy
 
 from testbed.model.calibration import Calibration
+from testbed.model.chaos import Chaos
 from testbed.model.record import Counts
 from testbed.services.work import draw_seconds, seeded_generator
 from testbed.topology.model import ServiceSpec
@@ -61,6 +62,9 @@ class Service:
         self.work_s = spec.knobs.work_ms / 1000.0 if constant else None  # no draw needed
         self.rng = random.Random(f"model:{seed}:service:{spec.name}")  # retry jitter etc.
         self.counters: defaultdict[str, int] = defaultdict(int)  # as /stats counts them
+        self.chaos = Chaos()  # an application fault, in the process's memory
+        self.crash_point: str | None = None  # armed by crash_at: the next order there dies
+        self.crashed: simpy.Event | None = None  # succeeds when the armed point is reached
         self.alive = True
         self.life = 0  # +1 at every kill: a step of an earlier life ends where it is
         self.paused = False
@@ -117,11 +121,38 @@ class Service:
     def kill(self) -> None:
         self.alive = False
         self.life += 1
+        self.chaos.clear()  # the fault was in the process's memory
         if self.paused:  # SIGKILL ends a stopped process too
             self.resume()
 
     def revive(self) -> None:
+        """Started again: a new process, whose /stats counts from zero."""
         self.alive = True
+        self.counters.clear()
+
+    # -- crash points -----------------------------------------------------------------
+
+    def arm(self, point: str) -> simpy.Event:
+        """Arm a crash point (PUT /admin/crash); the event succeeds when an order
+        reaches it and the process dies there."""
+        self.crash_point = point
+        self.crashed = self.env.event()
+        return self.crashed
+
+    def disarm(self) -> None:
+        self.crash_point = None
+        self.crashed = None
+
+    def reached(self, point: str) -> bool:
+        """Called at ``point``: True (and the service is dead) if it was armed."""
+        if self.crash_point != point:
+            return False
+        crashed = self.crashed
+        self.disarm()
+        self.kill()  # os._exit: no cleanup, no ack, no flush
+        if crashed is not None:
+            crashed.succeed()
+        return True
 
     # -- what it shows --------------------------------------------------------------
 

@@ -93,7 +93,8 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
                               service, link_rng)
     users = Users(env, offsets, timeout_s, shape.entry, timers, load_workers)
     events: list[tuple[float, str, str, str, str]] = []
-    faults_done = schedule(env, plan, shape, events, users.all_done, calibration.restart_s)
+    faults_done = schedule(env, plan, shape, events, users.all_done, calibration.restart_s,
+                           calibration.broker_restart_s)
     samples = Samples()
     env.process(_sampler(env, shape, samples, period_s))
     finish = env.process(_finish(env, shape, users.all_done, faults_done, period_s,
@@ -103,22 +104,25 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     drained = bool(finish.value)
 
     ids = order_ids(prefix, n)
+    unreadable: dict[str, int] = {}
     if topology.shape == "async":
         assert isinstance(shape, AsyncPipeline)
         ledgers.update(shape.dlq_ledgers)
+        unreadable = shape.unreadable()
     requests = requests_frame(offsets, users.sent, users.done, users.outcome, queued,
                               topology.name, ids)
     meta: dict[str, Any] = {
         "topology": topology.name, "deployment": "model", "runtime": "model",
         "profile": [asdict(s) for s in steps], "load": load_summary(offsets, users.sent),
         "drained": drained, "order_prefix": prefix, "user_timeout_s": timeout_s,
+        "services": [spec.name for spec in topology.services],
         "faults": [f.text() for f in plan], "knobs": knobs_changed(topology),
         "model": {"seed": seed, "arrivals": arrivals, "service": service,
                   "calibration": asdict(calibration), "simulated_s": env.now,
                   "load_workers": load_workers},
     }
     return RunResult(name, requests, samples.frame(), events_frame(events),
-                     ledgers_frame(ledgers, ids), meta)
+                     ledgers_frame(ledgers, ids, unreadable), meta)
 
 
 @contextmanager

@@ -1,7 +1,9 @@
 """The sync shape: a chain of HTTP hops, each holding a worker while it calls the next.
 
 Per hop, as testbed/services/http_stage.py and resilience.py do it: take a worker;
-shed the order at once (504) if the caller's deadline leaves less than
+answer an application fault's status at once (error_rate, fail_first, route_error:
+the chaos check runs before the handler, so no work, no ledger; a caller retries it
+like any non-200); shed the order at once (504) if the caller's deadline leaves less than
 ``deadline_reserve_ms`` (with ``deadline``); spend the hop's HTTP cost plus the work;
 write the ledger; then call downstream through the breaker, with ``timeout_s`` (or
 what is left of the deadline, if less), retried ``retries`` times after a failure
@@ -23,7 +25,7 @@ from testbed.model.calibration import Calibration
 from testbed.model.flow import REFUSED, RESET, TIMEOUT, Call, Step, spawn
 from testbed.model.links import Link
 from testbed.model.record import Counts, Samples, Seconds
-from testbed.model.server import GONE, WAIT, Server, Visit
+from testbed.model.server import GONE, ORDERS, WAIT, Server, Visit
 from testbed.model.service import Service
 from testbed.model.timers import Timers
 from testbed.topology.model import ServiceSpec, Topology
@@ -98,6 +100,8 @@ class Stage(Server):
                     return None
             elif state == GONE:
                 return None
+        if self.chaos.active and (injected := self.chaos.check(ORDERS)) is not None:
+            return self.injected(visit, injected)
         deadline = visit.deadline
         if deadline is not None and deadline - env.now < self.reserve_s:
             self.counters["shed"] += 1

@@ -22,7 +22,7 @@ import pandas as pd
 HISTORY_FILE = "history.csv"
 RECENT_RUNS = 10
 COLUMNS = ["run", "test", "title", "name", "predicted", "measured", "tolerance_text",
-           "passed"]
+           "passed", "source"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ def append_history(report_dir: Path, verdicts: pd.DataFrame,
     if verdicts.empty:
         return path
     frame = verdicts.assign(run=run or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    frame = frame.reindex(columns=COLUMNS, fill_value="")  # "source": "" if not said
+    if path.exists() and list(pd.read_csv(path, nrows=0).columns) != COLUMNS:
+        # an older history (fewer columns): rewritten once in today's columns
+        pd.concat([load_history(path), frame[COLUMNS]])[COLUMNS].to_csv(path, index=False)
+        return path
     frame[COLUMNS].to_csv(path, mode="a", header=not path.exists(), index=False)
     return path
 
@@ -52,6 +57,8 @@ def load_history(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.read_csv(path, keep_default_na=False, dtype={"run": str})
     frame["passed"] = frame["passed"].astype(str).str.lower() == "true"
+    if "source" not in frame:  # written before predictions named their source
+        frame["source"] = ""
     return frame
 
 

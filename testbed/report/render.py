@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from testbed.analysis.hypotheses import format_number
+from testbed.analysis.hypotheses import MODEL, format_number
 from testbed.observe import RunResult
 from testbed.report.charts import run_chart
 from testbed.report.incident import Incident, incident
@@ -100,8 +100,8 @@ def _show(value: object) -> str:
 def verdict_rows(verdicts: pd.DataFrame, experiment: str) -> list[VerdictRow]:
     mine = verdicts[verdicts["experiment"] == experiment]
     return [VerdictRow(str(r.title), str(r.name),
-                       _show(r.predicted) + (f" ({r.tolerance_text})" if r.tolerance_text
-                                             else ""),
+                       ("model: " if getattr(r, "source", "") == MODEL else "") + _show(r.predicted)
+                       + (f" ({r.tolerance_text})" if r.tolerance_text else ""),
                        _show(r.measured), bool(r.passed)) for r in mine.itertuples()]
 
 
@@ -167,14 +167,23 @@ def build_report(report_dir: Path, experiment: str,
 
 
 def model_note(runs: list[RunResult]) -> str:
-    """Which model and calibration made the simulated runs of a report (one line)."""
+    """The model and the calibration behind a report's predictions (one line): the
+    simulated runs' own, else what the measured runs kept of it."""
     simulated = [r for r in runs if r.meta.get("simulated") and "model" in r.meta]
-    if not simulated:
+    if simulated:
+        model = simulated[0].meta["model"]
+        return (f"Simulated by testbed.model (SimPy, seed {model.get('seed')}); calibration: "
+                f"{_constants(model.get('calibration', {}))}; "
+                f"{model.get('calibration_source', 'defaults')}.")
+    kept = next((r.meta["calibration"] for r in runs if "calibration" in r.meta), None)
+    if kept is None:
         return ""
-    model = simulated[0].meta["model"]
-    constants = ", ".join(f"{k} {v:g}" for k, v in model.get("calibration", {}).items())
-    return (f"Simulated by testbed.model (SimPy, seed {model.get('seed')}); calibration: "
-            f"{constants}; {model.get('calibration_source', 'defaults')}.")
+    return (f"The model's calibration on this runtime: {_constants(kept['constants'])}; "
+            f"{kept['source']}.")
+
+
+def _constants(constants: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in constants.items())
 
 
 def _ms(value: float) -> str:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.analysis.hypotheses import Hypotheses, format_number
+from testbed.analysis.hypotheses import MODEL, Hypotheses, format_number
 
 VERDICTS_DIR = "verdicts"
 SUMMARY_FILE = "summary.md"
 COLUMNS = ["experiment", "test", "title", "name", "claim", "predicted", "measured",
-           "tolerance_text", "passed", "finding"]
+           "tolerance_text", "passed", "finding", "source"]
 
 
 def _safe(test: str) -> str:
@@ -53,6 +53,8 @@ def load_verdicts(report_dir: Path) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files],
                       ignore_index=True)
     frame["passed"] = frame["passed"].astype(str).str.lower() == "true"
+    if "source" not in frame:  # saved before verdicts named where a prediction is from
+        frame["source"] = ""
     if "experiment" not in frame:  # saved before verdicts named their experiment
         frame.insert(0, "experiment", frame["test"].map(experiment_of))
     return frame.sort_values("test", kind="stable").reset_index(drop=True)
@@ -92,7 +94,8 @@ def suite_summary(verdicts: pd.DataFrame, outcomes: dict[str, str] | None = None
             for row in rows.itertuples():
                 verdict = "holds" if row.passed else "**does NOT hold**"
                 tolerance = f" ({row.tolerance_text})" if row.tolerance_text else ""
-                lines.append(f"| {row.name} | {_number(row.predicted)}{tolerance} | "
+                source = "model: " if getattr(row, "source", "") == MODEL else ""
+                lines.append(f"| {row.name} | {source}{_number(row.predicted)}{tolerance} | "
                              f"{_number(row.measured)} | {verdict} |")
             lines.append("")
     if outcomes:

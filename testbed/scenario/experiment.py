@@ -19,7 +19,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,42 @@ from testbed.observe import RunResult, run_trial
 from testbed.report.verdicts import save_verdicts
 from testbed.runtime import Deployment, Runtime
 from testbed.scenario.faults import ServiceFault, resolve
+from testbed.scenario.predicted import calibration_meta, simulate_trial
 from testbed.topology import Topology
 
 RUNS_DIR = "runs"
 TITLE_FILE = "title.txt"  # beside the trials: the report's heading
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 FaultPlan = Sequence[ServiceFault] | Callable[[Deployment], list[Planned]]
-Results = dict[str, RunResult]  # an experiment's trials by key ("sync", "async", ...)
+MODEL_SUFFIX = "_model"  # the key a trial's simulated run is kept under, beside it
+
+
+class Results(dict[str, RunResult]):
+    """An experiment's trials by key ("sync", "async", ...); ``model`` holds the same
+    trials as the model simulated them before they ran (``unmodelled``: why not, for
+    a trial it could not simulate)."""
+
+    def __init__(self, runs: Mapping[str, RunResult] | None = None,
+                 model: Mapping[str, RunResult] | None = None,
+                 unmodelled: Mapping[str, str] | None = None) -> None:
+        super().__init__(runs or {})
+        self.model = dict(model or {})
+        self.unmodelled = dict(unmodelled or {})
+
+    def __or__(self, other: Mapping[str, RunResult]) -> Results:  # type: ignore[override]
+        """Two experiments' worth of trials in one (each trial's simulated run too)."""
+        found = Results({**self, **other}, self.model, self.unmodelled)
+        if isinstance(other, Results):
+            found.model.update(other.model)
+            found.unmodelled.update(other.unmodelled)
+        return found
+
+    def predicted(self, key: str) -> RunResult:
+        """The simulated run of trial ``key`` (what its predictions are read on)."""
+        if key in self.model:
+            return self.model[key]
+        why = self.unmodelled.get(key, f"no trial {key!r}; trials: {sorted(self)}")
+        raise ExperimentError(f"trial {key!r} was not simulated: {why}")
 
 
 class ExperimentError(TestbedError):
@@ -105,6 +134,8 @@ class Experiment:
         """Save one trial's result under this experiment (the report reads it there)."""
         if not NAME.match(key.replace("_", "-")):
             raise ExperimentError(f"trial key {key!r}: use letters, digits, - and _")
+        if not result.meta.get("simulated"):  # the constants its predictions were made with
+            result.meta.setdefault("calibration", calibration_meta(self.runtime.name))
         result.save(self.runs_dir / key)
         if self.title:
             (self.runs_dir / TITLE_FILE).write_text(self.title + "\n")
@@ -119,9 +150,35 @@ class Experiment:
                                name=key or topology.name, **options)
         return self.keep(key or topology.name, result)
 
+    def simulate(self, trials: Sequence[Trial], done: Mapping[str, RunResult] | None = None
+                 ) -> tuple[dict[str, RunResult], dict[str, str]]:
+        """Each trial as the model predicts it, before anything runs (``done``: those
+        simulated already), kept under ``<key>_model`` (the report draws it over the
+        measured run); and why not, for a trial the model does not reproduce."""
+        model: dict[str, RunResult] = {}
+        unmodelled: dict[str, str] = {}
+        for spec in trials:
+            if done is not None and spec.key in done:
+                model[spec.key] = done[spec.key]
+            elif callable(spec.faults):
+                unmodelled[spec.key] = ("its fault plan is a function of the deployment; "
+                                        "give ServiceFaults for the model to follow")
+                continue
+            else:
+                try:
+                    model[spec.key] = simulate_trial(spec.topology, spec.profile,
+                                                     spec.faults, self.runtime.name,
+                                                     spec.key, **spec.options)
+                except TestbedError as exc:  # NotModelled, ModelError: said, not guessed
+                    unmodelled[spec.key] = str(exc)
+                    continue
+            self.keep(spec.key + MODEL_SUFFIX, model[spec.key])
+        return model, unmodelled
+
     def paired(self, topologies: Iterable[Topology], profile: LoadProfile,
                faults: FaultPlan = (), keys: Sequence[str] | None = None,
-               concurrent: bool = True, **options: Any) -> Results:
+               concurrent: bool = True, model: Mapping[str, RunResult] | None = None,
+               **options: Any) -> Results:
         """The same load and faults on each topology (sync and async, usually); results
         keyed by ``keys`` (default: the topologies' names)."""
         tops = list(topologies)
@@ -130,17 +187,21 @@ class Experiment:
             raise ExperimentError(f"paired: {len(tops)} topologies need as many keys, "
                                   f"got {names}")
         return self.trials([Trial(k, t, profile, faults, options)
-                            for k, t in zip(names, tops, strict=True)], concurrent)
+                            for k, t in zip(names, tops, strict=True)], concurrent, model)
 
-    def trials(self, trials: Sequence[Trial], concurrent: bool = True) -> Results:
+    def trials(self, trials: Sequence[Trial], concurrent: bool = True,
+               model: Mapping[str, RunResult] | None = None) -> Results:
         """Several trials, each on its own deployment, run at the same time (after all
-        are up) unless ``concurrent`` is False; results by key, each kept."""
+        are up) unless ``concurrent`` is False; results by key, each kept. Before they
+        run, the model simulates each (``model``: simulated already, by key)."""
         names = [t.key for t in trials]
         if len(set(names)) != len(names):
             raise ExperimentError(f"trials need distinct keys, got {names}")
+        model, unmodelled = self.simulate(trials, model)
         if not concurrent:
-            return {t.key: self.trial(t.topology, t.profile, t.faults, t.key, **t.options)
-                    for t in trials}
+            return Results({t.key: self.trial(t.topology, t.profile, t.faults, t.key,
+                                              **t.options) for t in trials},
+                           model, unmodelled)
         deployments: list[Deployment] = []
         try:
             for spec in trials:  # up one after the other: the trials start together
@@ -151,7 +212,8 @@ class Experiment:
                                   for d, p, t in zip(deployments, plans, trials, strict=True)])
         finally:
             close_all(deployments)
-        return {t.key: self.keep(t.key, r) for t, r in zip(trials, found, strict=True)}
+        return Results({t.key: self.keep(t.key, r) for t, r in zip(trials, found, strict=True)},
+                       model, unmodelled)
 
     # --------------------------------------------------------------------- verdicts
 
@@ -167,23 +229,28 @@ class Experiment:
         """Record the verdicts, then fail the test if any does not hold."""
         self.record(hypotheses).assert_all()
 
-    def negative_control(self, hypotheses: Hypotheses, *must_fail: str) -> None:
+    def negative_control(self, hypotheses: Hypotheses, *must_fail: str,
+                         model: Hypotheses | None = None) -> None:
         """A control: the named hypotheses, read on a run with the mechanism switched
-        off, must NOT hold (else the claim could not fail, and proves nothing)."""
+        off, must NOT hold (else the claim could not fail, and proves nothing).
+        ``model``: the same hypotheses read on the control's simulated run; the model
+        must predict the failure too (else it cannot tell the mechanism either)."""
         if not must_fail:
             raise ExperimentError("negative_control: name the hypotheses that must fail")
-        print("\n" + hypotheses.report())
-        known = {v.name for v in hypotheses.verdicts}
-        unknown = sorted(set(must_fail) - known)
-        if unknown:
-            raise ExperimentError(f"negative control: no hypothesis named {unknown}; "
-                                  f"checked: {sorted(known)}")
-        held = sorted(set(must_fail) - {v.name for v in hypotheses.failed})
-        if held:
-            raise HypothesisFailed(f"negative control of {self.name}: {held} held on the "
-                                   "control run, so the claim cannot tell the mechanism "
-                                   "from its absence\n" + hypotheses.report(),
-                                   hypotheses.verdicts)
+        for found, where in ((hypotheses, "control run"), (model, "model's control run")):
+            if found is None:
+                continue
+            print("\n" + found.report())
+            known = {v.name for v in found.verdicts}
+            unknown = sorted(set(must_fail) - known)
+            if unknown:
+                raise ExperimentError(f"negative control: no hypothesis named {unknown}; "
+                                      f"checked: {sorted(known)}")
+            held = sorted(set(must_fail) - {v.name for v in found.failed})
+            if held:
+                raise HypothesisFailed(f"negative control of {self.name}: {held} held on "
+                                       f"the {where}, so the claim cannot tell the mechanism "
+                                       "from its absence\n" + found.report(), found.verdicts)
 
 
 def run_together(calls: Sequence[Callable[[], RunResult]]) -> list[RunResult]:

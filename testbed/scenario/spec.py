@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.analysis import Hypotheses, Verdict, at_least, at_most, close_to, equals, never
+from testbed.analysis.hypotheses import MODEL  # predicted = "model": the simulation's number
 from testbed.errors import TestbedError, TopologyError
 from testbed.faults import FaultSpecError
 from testbed.faults.catalog import APPLICATION, BROKER, PROCESS
@@ -54,7 +55,6 @@ from testbed.topology import Knobs, Topology, async_pipeline, load_topology, syn
 from testbed.topology.model import knobs_from_dict
 
 CHECKS = ("exact", "within", "at_most", "at_least", "never")
-MODEL = "model"  # predicted = "model": the number the simulation gives, before the run
 SHAPES = ("sync", "async", "paired")
 _TOP = {"scenario", "topology", "knobs", "services", "load", "faults", "hypotheses",
         "controls"}
@@ -95,25 +95,26 @@ class HypothesisSpec:
         "model") is the same metric read on ``model``, the trial simulated before it."""
         measured = METRICS[self.metric](result, **self.args)
         predicted = self.predicted
+        source = ""
         if predicted == MODEL:
             if model is None:
                 raise ScenarioError(self.name, "predicted", "taken from the model, but no "
                                     "simulated run was given", "simulate the scenario first")
-            predicted = METRICS[self.metric](model, **self.args)
+            predicted, source = METRICS[self.metric](model, **self.args), MODEL
             if predicted is None or (isinstance(predicted, float) and math.isnan(predicted)):
                 return never(self.name, measured, self.unit,
                              claim=f"{self.name} never happens (the model's prediction)")
         if self.check == "never":
             return never(self.name, measured, self.unit)
         if self.check == "exact":
-            return equals(self.name, predicted, measured, self.unit)
+            return equals(self.name, predicted, measured, self.unit, source=source)
         assert isinstance(predicted, int | float)
         if self.check == "at_most":
-            return at_most(self.name, predicted, measured, self.unit)
+            return at_most(self.name, predicted, measured, self.unit, source=source)
         if self.check == "at_least":
-            return at_least(self.name, predicted, measured, self.unit)
+            return at_least(self.name, predicted, measured, self.unit, source=source)
         return close_to(self.name, predicted, measured, rel=self.rel, abs=self.abs,
-                        unit=self.unit)
+                        unit=self.unit, source=source)
 
 
 @dataclass(frozen=True)
@@ -147,19 +148,13 @@ class Scenario:
     def uses_model(self) -> bool:
         return any(h.predicted == MODEL for h in self.hypotheses)
 
-    def simulate(self) -> dict[str, RunResult]:
-        """Every topology's trial as the model predicts it (before any real run)."""
-        from testbed.model import simulate
-        from testbed.model.calibration import load_calibration
+    def simulate(self, runtime: str = "local") -> dict[str, RunResult]:
+        """Every topology's trial as the model predicts it (before any real run), with
+        the calibration measured for ``runtime``."""
+        from testbed.scenario.predicted import simulate_trial
 
-        calibration, source = load_calibration()
-        found = {t.name: simulate(t, self.profile, [f for f in self.faults if f.applies_to(t)],
-                                  name=t.name, calibration=calibration, **self.trial_options)
-                 for t in self.topologies}
-        for result in found.values():
-            result.meta["simulated"] = True
-            result.meta["model"]["calibration_source"] = source
-        return found
+        return {t.name: simulate_trial(t, self.profile, self.faults, runtime, t.name,
+                                       **self.trial_options) for t in self.topologies}
 
     def judge(self, results: Mapping[str, RunResult], topology: str,
               model: Mapping[str, RunResult] | None = None) -> Hypotheses:

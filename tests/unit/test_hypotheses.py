@@ -183,7 +183,7 @@ def test_to_frame_carries_predicted_and_measured_for_the_report() -> None:
     outage_verdicts(h)
     frame = h.to_frame()
     assert list(frame.columns) == ["name", "claim", "predicted", "measured",
-                                   "tolerance_text", "passed", "finding"]
+                                   "tolerance_text", "passed", "finding", "source"]
     assert frame["name"].tolist() == ["backlog peak", "recovery time", "orders lost"]
     assert frame["passed"].tolist() == [True, False, True]
     assert frame.loc[1, "measured"] == 14.2 and frame.loc[1, "predicted"] == 10
