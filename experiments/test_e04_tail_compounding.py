@@ -56,7 +56,6 @@ WORK_MS, JITTER_MS, OVERHEAD_MS = 30.0, 150.0, 3.0
 DEPTHS, ASYNC_DEPTHS = (1, 2, 3, 4, 5), (1, 5)
 BACKLOG = 128  # waitress admits 2 x backlog connections: room for 128 keep-alive callers
 USER_TIMEOUT_S = 6.0
-REL = 0.4  # sampling band of a 200-request p99 plus machine noise
 STEADY = Knobs(pool_size=POOL, accept_backlog=BACKLOG, timeout_s=USER_TIMEOUT_S,
                work_ms=WORK_MS)  # the negative control: no jitter
 JITTERY = replace(STEADY, work_jitter_ms=JITTER_MS)
