@@ -57,11 +57,6 @@ def sync_collapse(result: RunResult, model: RunResult) -> Hypotheses:
     return h
 
 
-def added_at_the_edge(result: RunResult) -> float:
-    """What the fault added to the median answer at the edge (during minus before)."""
-    return m.edge_latency(result, 50, START, START + T) - m.edge_latency(result, 50, 0, START)
-
-
 def test_sync_funnel_collapses(experiment: Experiment, results: Results) -> None:
     experiment.check(sync_collapse(results["sync"], results.predicted("sync")))
     assert m.edge_errors(results["sync"], end=START) == 0  # healthy before the fault
@@ -72,10 +67,10 @@ def test_async_edge_is_unaffected_and_backlog_drains(experiment: Experiment,
     result, model = results["async"], results.predicted("async")
     h = Hypotheses(f"E1 async: payments' link +{L_MS} ms for {T:.0f} s at {RATE}/s")
     h.check(predicted("async edge errors", m.edge_errors, result, model, unit="orders"))
-    # the edge only publishes: the fault adds nothing to its answer (5 ms: machine noise,
-    # 1% of L; a shape that waited for the consumer would add L or more)
-    h.check(predicted("async edge p50, added by the fault", added_at_the_edge, result, model,
-                      abs=0.005, unit="s"))
+    # the edge only publishes: the fault adds nothing to its answer (10 ms: machine noise,
+    # 2.5% of L; a shape that waited for the consumer would add L or more)
+    h.check(predicted("async edge p50, added by the fault", m.edge_latency_added, result, model,
+                      abs=0.01, unit="s"))
     h.check(predicted("async backlog peak", m.backlog_peak, result, model, "payments",
                       unit="messages"))
     h.check(predicted("async backlog drained after removal", m.drain_time, result, model,

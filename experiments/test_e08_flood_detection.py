@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.analysis import Hypotheses, at_most, close_to, equals
+from testbed.analysis import Hypotheses, close_to
 from testbed.load import constant
 from testbed.observe import RunResult
 from testbed.scenario import Experiment, Results, slower
 from testbed.scenario import metrics as m
+from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, async_pipeline, sync_chain
 
 RATE, START, T, DURATION = 20, 2.0, 4.0, 10.0
@@ -56,29 +57,35 @@ def results(experiment: Experiment) -> Results:
                              drain_timeout_s=15)
 
 
-def edge_alert_hypotheses(result: RunResult) -> Hypotheses:
+def edge_detect(result: RunResult) -> float | None:
+    return m.edge_alert_time_to_detect(result, ALERT_RATE, ALERT_WINDOW_S)
+
+
+def queue_detect(result: RunResult) -> float | None:
+    return m.queue_time_to_detect(result, QUEUE_ALERT, "payments")
+
+
+def edge_alert_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E8 edge alert (>= {ALERT_RATE:.0%} failed in "
                             f"{ALERT_WINDOW_S:g} s): payments +{L_MS} ms at {RATE}/s")
-    hypotheses.check(close_to("time to detect from edge errors",
-                              USER_TIMEOUT_S + ALERT_WINDOW_S / 2,
-                              m.edge_alert_time_to_detect(result, ALERT_RATE, ALERT_WINDOW_S),
-                              abs=DETECT_SLACK_S, unit="s", none_text="the alert never fired"))
+    # a time read off 0.25 s windows is known to one window
+    hypotheses.check(predicted("time to detect from edge errors", edge_detect, result, model,
+                               abs=ALERT_WINDOW_S, unit="s"))
     return hypotheses
 
 
-def queue_alert_hypotheses(result: RunResult) -> Hypotheses:
+def queue_alert_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E8 queue alert (>= {QUEUE_ALERT} ready): payments' link "
                             f"+{L_MS} ms for {T:g} s at {RATE}/s")
-    hypotheses.check(close_to("time to detect from queue depth",
-                              QUEUE_ALERT / (RATE - SLOW_RATE) + SAMPLE_S / 2,
-                              m.queue_time_to_detect(result, QUEUE_ALERT, "payments"),
-                              rel=0.2, unit="s", none_text="the alert never fired"))
-    top = m.backlog_peak(result, "payments")
-    hypotheses.check(close_to("backlog at the removal", BACKLOG, top, rel=0.15, unit="messages"))
-    drained = m.drain_time(result, "payments")
-    hypotheses.check(close_to("drain time", BACKLOG / (NORMAL_RATE - RATE), drained,
-                              rel=0.35, unit="s", none_text="never drained"))
-    early = -m.backlog_growth(result, START + T, START + T + 1.0, "payments")  # 1 s into it
+    hypotheses.check(predicted("time to detect from queue depth", queue_detect, result, model,
+                               abs=SAMPLE_S, unit="s"))
+    hypotheses.check(predicted("backlog at the removal", m.backlog_peak, result, model,
+                               "payments", unit="messages"))
+    hypotheses.check(predicted("drain time", m.drain_time, result, model, "payments",
+                               abs=SAMPLE_S, unit="s"))
+    # the operator's projection, one second into the drain, against the drain measured
+    top, drained = m.backlog_peak(result, "payments"), m.drain_time(result, "payments")
+    early = -m.backlog_growth(result, START + T, START + T + 1.0, "payments")
     hypotheses.check(close_to("drain time vs projection (backlog / early drain rate)",
                               top / early, drained, rel=0.25, unit="s",
                               none_text="never drained"))
@@ -87,22 +94,27 @@ def queue_alert_hypotheses(result: RunResult) -> Hypotheses:
 
 def test_sync_failure_is_seen_at_the_edge_within_the_user_timeout(
         experiment: Experiment, results: Results) -> None:
-    experiment.check(edge_alert_hypotheses(results["sync"]))
+    experiment.check(edge_alert_hypotheses(results["sync"], results.predicted("sync")))
     assert m.edge_errors(results["sync"], end=START - 0.1) == 0  # healthy before
 
 
 def test_async_flood_is_invisible_at_the_edge_and_found_by_queue_depth(
         experiment: Experiment, results: Results) -> None:
-    result = results["async"]
-    hypotheses = queue_alert_hypotheses(result)
-    hypotheses.check(equals("async edge errors", 0, m.edge_errors(result), unit="orders"))
-    hypotheses.check(at_most("async edge p99 during the fault", USER_TIMEOUT_S / 5,
-                             m.edge_latency(result, 99, START, START + T), unit="s"))
-    hypotheses.check(equals("async orders lost", 0, m.lost(result), unit="orders"))
+    result, model = results["async"], results.predicted("async")
+    hypotheses = queue_alert_hypotheses(result, model)
+    hypotheses.check(predicted("async edge errors", m.edge_errors, result, model,
+                               unit="orders"))
+    # the edge only enqueues: the fault adds nothing to its answer (20 ms: machine noise
+    # on 20 ms of work, 1.3% of L)
+    hypotheses.check(predicted("async edge p50, added by the fault", m.edge_latency_added,
+                               result, model, abs=0.02, unit="s"))
+    hypotheses.check(predicted("async orders lost", m.lost, result, model, unit="orders"))
     experiment.check(hypotheses)
 
 
 def test_negative_control_the_edge_alert_is_blind_to_the_async_flood(
         experiment: Experiment, results: Results) -> None:
-    experiment.negative_control(edge_alert_hypotheses(results["async"]),
-                                "time to detect from edge errors")
+    model = results.predicted("sync")
+    experiment.negative_control(edge_alert_hypotheses(results["async"], model),
+                                "time to detect from edge errors",
+                                model=edge_alert_hypotheses(results.predicted("async"), model))

@@ -129,6 +129,17 @@ def edge_latency(result: RunResult, q: float, start: float | None = None,
     return float(np.percentile(values, q)) if values.size else math.nan
 
 
+def edge_latency_added(result: RunResult, q: float = 50) -> float:
+    """What the fault added to the q-th percentile of what users waited: during the
+    fault minus the second before it (0 for an edge the fault does not reach; not the
+    first second, when every sender opens its connections)."""
+    start, end = fault_span(result)
+    if start is None:
+        return math.nan
+    before = edge_latency(result, q, max(0.0, start - 1.0), start)
+    return edge_latency(result, q, start, end) - before
+
+
 def windowed_waits(requests: pd.DataFrame, window_s: float,
                    percentiles: tuple[float, ...] = (50, 95, 99)) -> pd.DataFrame:
     """Percentiles of what users waited per window of scheduled time (for charts)."""
@@ -527,6 +538,7 @@ METRICS: dict[str, Callable[..., Any]] = {
     "edge_errors": edge_errors,
     "edge_error_rate": edge_error_rate,
     "edge_latency": edge_latency,
+    "edge_latency_added": edge_latency_added,
     "throughput": throughput,
     "failed_but_processed": failed_but_processed,
     "time_to_recover": time_to_recover_edge,
