@@ -309,7 +309,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from testbed.report.suite_report import write_reports
 
     report_dir = Path(args.report_dir)
-    if not (report_dir / "verdicts").exists() and not args.stability:
+    if not (report_dir / "verdicts").exists() and not (args.stability or args.agreement):
         raise TestbedError(f"no saved results under {report_dir}/ (verdicts/ is missing): "
                            "run the suite first with `testbed run`, or give --report-dir")
     if args.stability:
@@ -325,6 +325,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         (report_dir / "stability.md").write_text(text)
         print(text)
         return 0 if "FLIPPED" not in text else 1
+    if args.agreement:
+        from testbed.report.agreement import agreement, agreement_markdown
+        from testbed.report.history import HISTORY_FILE, load_history
+
+        text = agreement_markdown(agreement(load_history(report_dir / HISTORY_FILE),
+                                            args.agreement), args.agreement)
+        (report_dir / "agreement.md").write_text(text)
+        print(text)
+        return 0
     written = write_reports(report_dir)
     print(f"rebuilt {len(written.experiments)} experiment reports; suite page "
           f"{written.index}, summary {written.summary}, JUnit {written.junit}")
@@ -395,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--stability", type=int, metavar="N",
                         help="verdicts and spread of the measured numbers over the last N "
                              "runs of the history (writes stability.md; exit 1 on a flip)")
+    report.add_argument("--agreement", type=int, metavar="N",
+                        help="the model against the measurements over the last N runs of "
+                             "the history (writes agreement.md: experiments/MODEL.md's table)")
     report.set_defaults(func=cmd_report)
 
     calibrate = sub.add_parser("calibrate", help="measure the model's machine constants "
