@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.analysis import Hypotheses, close_to, equals
+from testbed.analysis import Hypotheses
 from testbed.load import constant
 from testbed.observe import RunResult
-from testbed.scenario import Experiment, Results, fault
+from testbed.scenario import Experiment, Results, Trial, fault
 from testbed.scenario import metrics as m
+from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 RATE, AT, DOWN, DURATION = 10, 2.0, 2.0, 12.0
@@ -41,45 +42,46 @@ def results(experiment: Experiment) -> Results:
     kill = [fault("broker_down", at=AT, duration=DOWN, graceful=False)]
     found = experiment.paired([sync_chain(1), pipeline(outbox=False)], load, kill,
                               keys=["sync", "direct"], drain_timeout_s=20)
-    found["outbox"] = experiment.trial(pipeline(outbox=True), load, kill, key="outbox",
-                                       drain_timeout_s=20)
-    return found
+    return found | experiment.trials([Trial("outbox", pipeline(outbox=True), load, kill,
+                                            {"drain_timeout_s": 20})])
 
 
-def no_loss(hypotheses: Hypotheses, result: RunResult) -> None:
-    hypotheses.check(equals("accepted orders lost", 0, m.lost(result), unit="orders"))
-    hypotheses.check(equals("stored orders whose event was lost", 0, m.lost_events(result),
-                            unit="orders"))
+def no_loss(hypotheses: Hypotheses, result: RunResult, model: RunResult) -> None:
+    hypotheses.check(predicted("accepted orders lost", m.lost, result, model, unit="orders"))
+    hypotheses.check(predicted("stored orders whose event was lost", m.lost_events, result,
+                               model, unit="orders"))
 
 
-def outbox_hypotheses(result: RunResult) -> Hypotheses:
+def outbox_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E12 outbox: broker killed for {DOWN:.0f} s plus its restart")
-    hypotheses.check(equals("edge errors", 0, m.edge_errors(result), unit="orders"))
-    no_loss(hypotheses, result)
+    hypotheses.check(predicted("edge errors", m.edge_errors, result, model, unit="orders"))
+    no_loss(hypotheses, result, model)
     return hypotheses
 
 
 def test_sync_chain_is_unaffected(experiment: Experiment, results: Results) -> None:
     hypotheses = Hypotheses("E12 sync chain beside the broker outage")
-    hypotheses.check(equals("edge errors", 0, m.edge_errors(results["sync"]), unit="orders"))
+    hypotheses.check(predicted("edge errors", m.edge_errors, results["sync"],
+                               results.predicted("sync"), unit="orders"))
     experiment.check(hypotheses)
 
 
 def test_direct_publish_fails_at_the_edge_but_loses_nothing(
         experiment: Experiment, results: Results) -> None:
-    result = results["direct"]
+    result, model = results["direct"], results.predicted("direct")
     hypotheses = Hypotheses(f"E12 direct publish: broker killed for {DOWN:.0f} s plus its restart")
-    hypotheses.check(close_to("edge errors", RATE * m.load_under_fault(result),
-                              m.edge_errors(result), rel=0.25, unit="orders"))
-    no_loss(hypotheses, result)
+    hypotheses.check(predicted("edge errors", m.edge_errors, result, model, unit="orders"))
+    no_loss(hypotheses, result, model)
     experiment.check(hypotheses)
 
 
 def test_outbox_keeps_accepting_and_delivers_after_recovery(
         experiment: Experiment, results: Results) -> None:
-    experiment.check(outbox_hypotheses(results["outbox"]))
+    experiment.check(outbox_hypotheses(results["outbox"], results.predicted("outbox")))
 
 
 def test_negative_control_direct_publish_fails_the_outbox_claim(
         experiment: Experiment, results: Results) -> None:
-    experiment.negative_control(outbox_hypotheses(results["direct"]), "edge errors")
+    model = results.predicted("outbox")
+    experiment.negative_control(outbox_hypotheses(results["direct"], model), "edge errors",
+                                model=outbox_hypotheses(results.predicted("direct"), model))

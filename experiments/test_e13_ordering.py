@@ -34,19 +34,16 @@ claims fail.
 
 from __future__ import annotations
 
-import functools
-import random
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
-from testbed.analysis import Hypotheses, close_to, equals
+from testbed.analysis import Hypotheses
 from testbed.load import constant
 from testbed.observe import RunResult
 from testbed.scenario import Experiment, Results, ServiceFault, Trial, fault
 from testbed.scenario import metrics as m
-from testbed.services.work import service_times
+from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, async_pipeline
 
 KEYS, RATE, DURATION = 2, 20, 12.0
@@ -60,33 +57,6 @@ RATE_CLAIM, EVERY_KEY_CLAIM = "out-of-order rate", "keys with orders out of orde
 def late(result: RunResult) -> int:
     """Orders payments processed after a later order of their key (key: n mod KEYS)."""
     return sum(m.out_of_order(result, "payments", KEYS))
-
-
-@functools.cache
-def predicted(seed: int = Knobs().seed) -> float:
-    """The out-of-order rate of the model: C servers behind one FIFO queue, arrivals 1/r
-    apart, the next delivery ~2 ms after an order is done, each order taking W + Exp(J)
-    ms, the very draws the consumer makes with this seed (one sequence shared by its
-    replicas, one draw per order): testbed.services.work, replayed. The default: the
-    seed of this run."""
-    knobs = Knobs(work_ms=W_MS, work_jitter_ms=J_MS, seed=seed)
-    service_ms = 1000 * np.array(service_times(knobs, "payments", ORDERS))
-    free, done = np.zeros(CONSUMERS), np.empty(ORDERS)
-    for n in range(ORDERS):
-        k = int(np.argmin(free))
-        done[n] = max(n * 1000 / RATE, free[k]) + service_ms[n]
-        free[k] = done[n] + DELIVERY_MS
-    return sum(m.late_per_key((int(n) for n in np.argsort(done, kind="stable")), KEYS)) / ORDERS
-
-
-def seeded_failures(orders: int, p: float, seed: int) -> int:
-    """Handler failures the error_rate fault's seeded draws give (one draw per delivery,
-    redeliveries included) until every order has passed once."""
-    rng = random.Random(seed)
-    passed = failed = 0
-    while passed < orders:
-        failed, passed = (failed + 1, passed) if rng.random() < p else (failed, passed + 1)
-    return failed
 
 
 @pytest.fixture(scope="module")
@@ -108,49 +78,58 @@ def results(experiment: Experiment) -> Results:
         trial("redelivery", redelivering, REDELIVERY_RATE, SHORT_S, failing)])
 
 
-def out_of_order_hypotheses(result: RunResult) -> Hypotheses:
+def rate(result: RunResult) -> float:
+    return m.out_of_order_rate(result, "payments", KEYS)
+
+
+def keys_hit(result: RunResult) -> int:
+    return m.keys_out_of_order(result, "payments", KEYS)
+
+
+def handler_errors(result: RunResult) -> float:
+    return m.counter(result, "payments", "handler_errors")
+
+
+def out_of_order_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     """The claim: a measurable share of each key's orders is processed out of order, as
     the model predicts for this seed."""
     hypotheses = Hypotheses(f"E13 {result.name}: {KEYS} keys, {RATE_CLAIM}")
-    hypotheses.check(close_to(RATE_CLAIM, predicted(),
-                              m.out_of_order_rate(result, "payments", KEYS), rel=0.3))
-    hypotheses.check(equals(EVERY_KEY_CLAIM, KEYS, m.keys_out_of_order(result, "payments", KEYS)))
-    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
+    hypotheses.check(predicted(RATE_CLAIM, rate, result, model))
+    hypotheses.check(predicted(EVERY_KEY_CLAIM, keys_hit, result, model))
+    hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
     return hypotheses
 
 
 def test_competing_consumers_reorder_every_key(experiment: Experiment,
                                                results: Results) -> None:
-    others = np.array([predicted(seed) for seed in range(2, 102)])
-    print(f"\nmodel: out-of-order rate {predicted():.3f} for this seed, {others.mean():.3f} "
-          f"(sd {others.std():.3f}) over other seeds; measured {late(results['competing'])}")
-    experiment.check(out_of_order_hypotheses(results["competing"]))
+    experiment.check(out_of_order_hypotheses(results["competing"],
+                                             results.predicted("competing")))
 
 
 def test_one_consumer_keeps_order(experiment: Experiment, results: Results) -> None:
-    result = results["single"]
+    result, model = results["single"], results.predicted("single")
     hypotheses = Hypotheses("E13 single: one consumer, prefetch 1")
-    hypotheses.check(equals("orders out of order", 0, late(result)))
-    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
+    hypotheses.check(predicted("orders out of order", late, result, model))
+    hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
     experiment.check(hypotheses)
 
 
 def test_negative_control_one_consumer_fails_the_claim(experiment: Experiment,
                                                        results: Results) -> None:
     """Switch the mechanism off (one consumer): the out-of-order claims must fail."""
-    experiment.negative_control(out_of_order_hypotheses(results["single"]),
-                                RATE_CLAIM, EVERY_KEY_CLAIM)
+    model = results.predicted("competing")
+    experiment.negative_control(out_of_order_hypotheses(results["single"], model),
+                                RATE_CLAIM, EVERY_KEY_CLAIM,
+                                model=out_of_order_hypotheses(results.predicted("single"),
+                                                              model))
 
 
 def test_redelivery_reorders_even_one_consumer(experiment: Experiment,
                                                results: Results) -> None:
-    result = results["redelivery"]
-    failures = seeded_failures(int(REDELIVERY_RATE * SHORT_S), FAILURE_P, FAILURE_SEED)
+    result, model = results["redelivery"], results.predicted("redelivery")
     hypotheses = Hypotheses(f"E13 redelivery: one consumer, prefetch {PREFETCH}, "
                             f"{FAILURE_P:.0%} handler failures")
-    hypotheses.check(close_to("handler failures", failures,
-                              m.counter(result, "payments", "handler_errors"), abs=2))
-    hypotheses.check(close_to("orders out of order", failures * (1 - FAILURE_P),
-                              late(result), rel=0.25, unit="orders"))
-    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
+    hypotheses.check(predicted("handler failures", handler_errors, result, model, abs=2))
+    hypotheses.check(predicted("orders out of order", late, result, model, unit="orders"))
+    hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
     experiment.check(hypotheses)

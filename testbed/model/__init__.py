@@ -9,8 +9,11 @@ runtime. Modules, one job each:
 - calibration: the machine constants (per-hop HTTP cost, confirm, delivery, ...)
 - flow, timers, pool: how a request moves, when callers give up, worker pools
 - links: Toxiproxy's latency and cuts
-- service, server: a service's life (kill, pause) and an HTTP server's front half
-- sync, async_: the two shapes
+- service, server: a service's life (kill, pause, crash points) and an HTTP server's
+  front half
+- chaos: a service's application fault (error_rate, fail_first, route_error)
+- sync, async_: the two shapes (async_: queues, retry and dead-letter queues, the
+  outbox relay, request-reply, the broker)
 - users: arrivals and the load generator's side
 - faults: the fault plan (what is modelled, and NotModelled for the rest)
 - record: the frames

@@ -14,7 +14,8 @@ As testbed/services/async_gateway.py and async_consumer.py do it:
   the ledger (the side effect, before the ack: at-least-once), the publish of its own
   event with confirm, then the ack (upstream), which frees the slot. A replica whose
   link is cut loses its connection; once the link is back it reconnects after a random
-  wait in (0, reconnect_max_s] plus the connect time.
+  wait in (0, reconnect_max_s] plus the connect time; a restarted one consumes at once
+  (``restart_s`` runs until it is ready: consuming).
 - a failing message (an application fault on the consumer, or a poison message): the
   handler fails before the work (handler_errors). With ``consumer_retries`` r it is
   published to ``<queue>.retry`` (confirmed) and acked, and comes back to the tail of
@@ -43,6 +44,7 @@ As testbed/services/async_gateway.py and async_consumer.py do it:
 from __future__ import annotations
 
 import random
+from array import array
 from collections import deque
 from collections.abc import Generator
 from typing import Any
@@ -207,7 +209,8 @@ class Gateway(Server):
                     return None
             elif state == GONE:
                 return None
-        if self.chaos.active and (injected := self.chaos.check(ORDERS)) is not None:
+        if self.chaos.fault is not None and (injected := self.chaos.check(ORDERS)) \
+                is not None:
             return self.injected(visit, injected)
         if not (yield from self.spend(visit)):
             return None
@@ -415,7 +418,7 @@ class Replica:
         consumer.counters["received"] += 1
         if order in self.queue.redelivered:
             consumer.counters["redelivered"] += 1
-        failed = consumer.fails(order)
+        failed = (order < 0 or consumer.chaos.fault is not None) and consumer.fails(order)
         if failed:  # the handler fails before the work (no draw of a service time)
             seconds = consumer.handler_s
         else:
@@ -601,9 +604,9 @@ class Replica:
                 yield link.restored
                 fresh = False
                 continue
-            wait = consumer.connect_s
-            if not fresh:
-                wait += consumer.rng.uniform(0.0, consumer.knobs.reconnect_max_s)
+            # a (re)started service is ready once consuming: restart_s holds its connect
+            wait = 0.0 if fresh else consumer.connect_s + consumer.rng.uniform(
+                0.0, consumer.knobs.reconnect_max_s)
             yield env.timeout(wait)
             if consumer.paused:
                 yield from consumer.thaw()
@@ -633,6 +636,7 @@ class Consumer(Service):
         self.handler_s = calibration.handler_ms / 1000.0
         self.confirm_s = calibration.publish_confirm_ms / 1000.0
         self.connect_s = calibration.connect_ms / 1000.0
+        self.first: array[int] = array("q")  # orders in the order first processed
         self.replies = spec.publishes is None and pipeline.request_reply
         self.path = f"/{queue.name}"  # what an application fault's route matches
         self.stalled = False
@@ -649,7 +653,7 @@ class Consumer(Service):
     def fails(self, order: int) -> bool:
         """Whether the handler fails this delivery: the application fault's check
         (one draw per delivery, first), then the message itself (a poison one)."""
-        if self.chaos.active and self.chaos.check(self.path) is not None:
+        if self.chaos.fault is not None and self.chaos.check(self.path) is not None:
             self.counters["injected_errors"] += 1
             return True
         return order < 0
@@ -666,11 +670,16 @@ class Consumer(Service):
             self.unstalled.succeed()
 
     def record(self, order: int) -> None:
-        """The side effect: charged again on a redelivery unless ``idempotent``."""
-        if self.knobs.idempotent and self.ledger[order]:
+        """The side effect: charged again on a redelivery unless ``idempotent``. The
+        ledger keeps the order of first processing (as the real one, a file), which
+        out-of-order metrics read."""
+        ledger = self.ledger
+        if not ledger[order]:
+            self.first.append(order)
+        elif self.knobs.idempotent:
             self.counters["duplicates_skipped"] += 1
-        else:
-            self.ledger[order] += 1
+            return
+        ledger[order] += 1
 
     def _cut(self, link: Link) -> None:
         for replica in self.replicas:
@@ -847,6 +856,10 @@ class AsyncPipeline:
 
     def purge(self, queue: str) -> None:
         self.queues[queue].ready.clear()
+
+    def processing_order(self) -> dict[str, array[int]]:
+        """Per consumer, its orders in the order it first processed them."""
+        return {consumer.name: consumer.first for consumer in self.consumers}
 
     def unreadable(self) -> dict[str, int]:
         """Poison messages per DLQ, as its ledger reads them back."""

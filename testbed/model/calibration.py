@@ -37,7 +37,7 @@ class Calibration:
     connect_ms: float = 20.0  # an AMQP (re)connect: TCP, handshake, channel, qos, consume
     # A killed service started again until its readiness check: E11's five catalog runs
     # (2026-12-01) measured 0.20-0.60 s, median 0.26 s, sync and async alike.
-    restart_s: float = 0.3
+    restart_s: float = 0.26
     # The broker (broker_down) started again until it answers AMQP: E12's five catalog
     # runs measured 3.6-4.9 s beyond the planned down time, median 4.4 s.
     broker_restart_s: float = 4.4

@@ -25,7 +25,8 @@ Modelled (anything else raises NotModelled naming the fault):
   .crash): ``after_process`` (consumer: side effect done, not acked: redelivered after
   the restart) or ``after_write`` (async gateway: order stored, event not published;
   with the outbox the restarted relay publishes it); ``times`` crashes, each started
-  again ``restart_s`` later; the inject event after the last restart, as the real
+  again ``restart_s`` later and armed again a readiness poll (50 ms) after that (so an
+  order redelivered at once is handled first); the inject event after the last, as the real
   inject returns then. No order reaching the point within wait_s is a ModelError, as
   the real fault's FaultError.
 - error_rate(p, status, seed), fail_first(n, status), route_error(route, status): the
@@ -79,6 +80,7 @@ MODELLED = (*LINK_FAULTS, *SERVICE_FAULTS, *QUEUE_FAULTS, *BROKER_FAULTS)
 CRASH_POINTS = {"async_consumer": ("after_process",), "async_gateway": ("after_write",),
                 "http_stage": ()}  # as each role's CrashPoints offers them
 DEPLOYMENT = "model"  # stands where a real run's deployment id stands
+READY_POLL_S = 0.05  # testbed.components.readiness polls a (re)started service so often
 EventRow = tuple[float, str, str, str, str]
 _NO_PARAMS = ("link_down", "amqp_link_cut", "kill", "pause", "restart", "purge",
               "consumer_stall", "memory_alarm")
@@ -409,6 +411,9 @@ def _crash_at(env: simpy.Environment, fault: PlannedFault, service: Service,
                              "flowing to it?")
         yield env.timeout(restart_s)
         service.revive()
+        # the injector sees it ready at its next readiness poll and arms it then: a
+        # redelivered order handled at once is not the next one to crash
+        yield env.timeout(READY_POLL_S)
 
 
 def _crash_loop(env: simpy.Environment, fault: PlannedFault, service: Service,

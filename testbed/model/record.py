@@ -12,7 +12,7 @@ services it visited (real runs cannot see it; the metrics never read it).
 from __future__ import annotations
 
 from array import array
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Mapping, MutableSequence, Sequence
 
 import numpy as np
 import pandas as pd
@@ -116,14 +116,20 @@ def load_summary(offsets: np.ndarray, sent: Sequence[float]) -> dict[str, object
 
 
 def ledgers_frame(ledgers: dict[str, Counts], ids: np.ndarray,
-                  unreadable: dict[str, int] | None = None) -> pd.DataFrame:
+                  unreadable: dict[str, int] | None = None,
+                  first: Mapping[str, Sequence[int]] | None = None) -> pd.DataFrame:
     """One row per (service, order) processed at least once, services in the given
-    order (the topology's, then the DLQs), as a deployment's ledgers read back; a DLQ's
-    messages without an order id (poison) as one ``<unreadable>`` row of their count."""
+    order (the topology's, then the DLQs), as a deployment's ledgers read back: a
+    service's rows in the order it first processed them where ``first`` says (else by
+    order); a DLQ's messages without an order id (poison) as one ``<unreadable>`` row."""
     parts = []
     for service, counts in ledgers.items():
         array = np.asarray(counts, dtype=np.int64)
-        hit = np.flatnonzero(array > 0)
+        if first and service in first:
+            seen = np.asarray(first[service], dtype=np.int64)
+            hit = seen[array[seen] > 0]
+        else:
+            hit = np.flatnonzero(array > 0)
         parts.append(pd.DataFrame({"service": np.full(hit.size, service, dtype=object),
                                    "order_id": ids[hit], "count": array[hit]}))
         if unreadable and unreadable.get(service):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -105,10 +105,12 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
 
     ids = order_ids(prefix, n)
     unreadable: dict[str, int] = {}
+    first: Mapping[str, Sequence[int]] = {}
     if topology.shape == "async":
         assert isinstance(shape, AsyncPipeline)
         ledgers.update(shape.dlq_ledgers)
         unreadable = shape.unreadable()
+        first = shape.processing_order()
     requests = requests_frame(offsets, users.sent, users.done, users.outcome, queued,
                               topology.name, ids)
     meta: dict[str, Any] = {
@@ -122,7 +124,7 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
                   "load_workers": load_workers},
     }
     return RunResult(name, requests, samples.frame(), events_frame(events),
-                     ledgers_frame(ledgers, ids, unreadable), meta)
+                     ledgers_frame(ledgers, ids, unreadable, first), meta)
 
 
 @contextmanager

@@ -100,7 +100,8 @@ class Stage(Server):
                     return None
             elif state == GONE:
                 return None
-        if self.chaos.active and (injected := self.chaos.check(ORDERS)) is not None:
+        if self.chaos.fault is not None and (injected := self.chaos.check(ORDERS)) \
+                is not None:
             return self.injected(visit, injected)
         deadline = visit.deadline
         if deadline is not None and deadline - env.now < self.reserve_s:
