@@ -32,7 +32,7 @@ RATE, L_MS, START, T, DURATION = 20, 400, 2.0, 5.0, 9.0
 POOL = 4
 USER_TIMEOUT_S = 1.0  # how long a user waits for the order page
 CAPACITY = POOL / (L_MS / 1000)
-COLLAPSE = "sync edge error rate, second half of the fault"
+COLLAPSE = "sync edge error rate, from U after the injection to U before the removal"
 
 
 def sync(pool: int, name: str) -> Topology:
@@ -51,7 +51,10 @@ def results(experiment: Experiment) -> Results:
 def sync_collapse(result: RunResult, model: RunResult) -> Hypotheses:
     h = Hypotheses(f"E1 sync: payments +{L_MS} ms for {T:.0f} s at {RATE}/s, "
                    f"pool {POOL} (capacity {CAPACITY:.0f}/s)")
-    h.check(predicted(COLLAPSE, m.edge_error_rate, result, model, START + T / 2, START + T))
+    # orders placed then meet a queue that holds more than U of work all the way: the
+    # steady collapse, not the ramps at either end of the fault
+    h.check(predicted(COLLAPSE, m.edge_error_rate, result, model, START + USER_TIMEOUT_S,
+                      START + T - USER_TIMEOUT_S))
     h.check(predicted("sync edge p50 during the fault", m.edge_latency, result, model, 50,
                       START, START + T, unit="s"))
     return h

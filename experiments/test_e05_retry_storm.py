@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.analysis import Hypotheses, at_least, at_most, close_to, equals
+from testbed.analysis import Hypotheses
 from testbed.load import constant
 from testbed.observe import RunResult
 from testbed.scenario import Experiment, Results, Trial, fault
 from testbed.scenario import metrics as m
+from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 pytestmark = pytest.mark.flagship
@@ -44,7 +45,6 @@ SANE = Knobs(retries=RETRIES, retry_backoff_ms=50, retry_jitter=True, timeout_s=
 NAIVE_CONSUMER = Knobs(error_backoff_ms=5)
 POLICY_CONSUMER = Knobs(consumer_retries=RETRIES, consumer_retry_delay_ms=DELAY_S * 1000,
                         dead_letter=True)
-SANE_BOUND = FAILURES + 2 * (T / RESET_S + 1)
 MET = RATE * (DURATION - START)  # orders that reach the bottom while it fails
 ATTEMPTS = "attempts per order that met the fault"
 BOTTOM_CALLS = "calls at the bottom during the fault"
@@ -72,31 +72,37 @@ def bottom_calls(result: RunResult) -> float:
     return m.counter(result, "inventory", "injected_errors")
 
 
+def per_failed_order(result: RunResult) -> float:
+    return bottom_calls(result) / max(m.edge_errors(result), 1)
+
+
 def attempts(result: RunResult) -> float:
     """Tries per order at the failing consumer (async: notification)."""
     return m.counter(result, "notification", "handler_errors") / MET
 
 
-def sync_bounded_hypotheses(result: RunResult) -> Hypotheses:
+def parked(result: RunResult) -> float:
+    return m.counter(result, "notification", "dead_lettered")
+
+
+def sync_bounded_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     h = Hypotheses(f"E5 sync, backoff + jitter + breaker (F = {FAILURES}, reset {RESET_S:.0f} s)")
-    h.check(at_most(BOTTOM_CALLS, SANE_BOUND, bottom_calls(result), unit="calls"))
-    h.check(at_least("orders failed at the edge (fast, by the breakers)", 0.8 * MET,
-                     m.edge_errors(result), unit="orders"))
+    h.check(predicted(BOTTOM_CALLS, bottom_calls, result, model, abs=2, unit="calls"))
+    h.check(predicted("orders failed at the edge (fast, by the breakers)", m.edge_errors,
+                      result, model, abs=2, unit="orders"))
     return h
 
 
-def async_policy_hypotheses(result: RunResult) -> Hypotheses:
+def async_policy_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     h = Hypotheses(f"E5 async, retry policy ({RETRIES} retries 1 s apart, then DLQ)")
-    parked = m.counter(result, "notification", "dead_lettered")
-    h.check(at_most(ATTEMPTS, 1 + RETRIES, attempts(result), unit="attempts"))
-    h.check(close_to("orders parked in the DLQ", RATE * (T - RETRIES * DELAY_S), parked,
-                     rel=0.3, unit="orders"))
-    h.check(equals("DLQ depth = orders parked", parked, m.dlq_peak(result, "notification.dlq"),
-                   unit="messages"))
-    h.check(equals("dead-lettered orders in the audit", parked,
-                   m.dead_lettered(result, "notification"), unit="orders"))
-    h.check(equals("orders lost (accepted = processed + dead-lettered)", 0,
-                   m.lost(result, "notification"), unit="orders"))
+    h.check(predicted(ATTEMPTS, attempts, result, model, unit="attempts"))
+    h.check(predicted("orders parked in the DLQ", parked, result, model, abs=2, unit="orders"))
+    h.check(predicted("DLQ depth = orders parked", m.dlq_peak, result, model,
+                      "notification.dlq", abs=2, unit="messages"))
+    h.check(predicted("dead-lettered orders in the audit", m.dead_lettered, result, model,
+                      "notification", abs=2, unit="orders"))
+    h.check(predicted("orders lost (accepted = processed + dead-lettered)", m.lost, result,
+                      model, "notification", unit="orders"))
     return h
 
 
@@ -104,33 +110,38 @@ def test_sync_naive_retries_multiply_load_at_the_bottom(experiment: Experiment,
                                                         results: Results) -> None:
     result = results["sync_naive"]
     h = Hypotheses(f"E5 sync, naive retries (r = {RETRIES} at {DEPTH} hops)")
-    h.check(close_to("calls at the bottom per failed order", (1 + RETRIES) ** DEPTH,
-                     bottom_calls(result) / max(m.edge_errors(result), 1), rel=0.1,
-                     unit="calls"))
+    h.check(predicted("calls at the bottom per failed order", per_failed_order, result,
+                      results.predicted("sync_naive"), unit="calls"))
     experiment.check(h)
 
 
 def test_sync_backoff_and_breakers_bound_the_load(experiment: Experiment,
                                                   results: Results) -> None:
-    experiment.check(sync_bounded_hypotheses(results["sync_sane"]))
+    experiment.check(sync_bounded_hypotheses(results["sync_sane"],
+                                             results.predicted("sync_sane")))
 
 
 def test_async_naive_requeue_spins(experiment: Experiment, results: Results) -> None:
-    result = results["async_naive"]
+    result, model = results["async_naive"], results.predicted("async_naive")
     h = Hypotheses("E5 async, naive requeue (5 ms pause)")
-    # a 5 ms loop manages ~30 attempts per order on 2 busy cores
-    h.check(at_least(ATTEMPTS, 10, attempts(result), unit="attempts"))
-    h.check(equals("orders lost (requeued, processed after the fault)", 0,
-                   m.lost(result, "notification"), unit="orders"))
+    h.check(predicted(ATTEMPTS, attempts, result, model, unit="attempts"))
+    h.check(predicted("orders lost (requeued, processed after the fault)", m.lost, result,
+                      model, "notification", unit="orders"))
     experiment.check(h)
 
 
 def test_async_retry_policy_bounds_redeliveries(experiment: Experiment,
                                                 results: Results) -> None:
-    experiment.check(async_policy_hypotheses(results["async_policy"]))
+    experiment.check(async_policy_hypotheses(results["async_policy"],
+                                             results.predicted("async_policy")))
 
 
 def test_negative_controls_naive_runs_fail_the_bounded_claims(experiment: Experiment,
                                                               results: Results) -> None:
-    experiment.negative_control(sync_bounded_hypotheses(results["sync_naive"]), BOTTOM_CALLS)
-    experiment.negative_control(async_policy_hypotheses(results["async_naive"]), ATTEMPTS)
+    sane, policy = results.predicted("sync_sane"), results.predicted("async_policy")
+    experiment.negative_control(
+        sync_bounded_hypotheses(results["sync_naive"], sane), BOTTOM_CALLS,
+        model=sync_bounded_hypotheses(results.predicted("sync_naive"), sane))
+    experiment.negative_control(
+        async_policy_hypotheses(results["async_naive"], policy), ATTEMPTS,
+        model=async_policy_hypotheses(results.predicted("async_naive"), policy))

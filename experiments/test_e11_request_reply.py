@@ -35,10 +35,11 @@ from testbed.scenario import metrics as m
 from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
-RATE, A, D, DURATION = 10, 2.0, 3.0, 7.0
-RESTART_SLACK_S = 0.4  # a restart on a busy machine: 0.2-0.6 s measured, 0.26 s median
-REPLY_TIMEOUT_S, SHORT_TIMEOUT_S, USER_TIMEOUT_S = 8.0, 1.0, 10.0
-POOL = 48  # gateway workers: one per waiting caller, r x (D + R) ~ 36, with room
+RATE, A, D, DURATION = 10, 2.0, 6.0, 10.0
+MAX_RESTART_S = 3.0  # a restart, not a hang
+RESTART_NOISE_S = 0.5  # a process start: 0.15 s on an idle machine, up to 0.7 s on a busy one
+REPLY_TIMEOUT_S, SHORT_TIMEOUT_S, USER_TIMEOUT_S = 12.0, 1.0, 14.0
+POOL = 96  # gateway workers: one per waiting caller, r x (D + R) ~ 63, with room
 ZERO_ERRORS = "async edge errors"
 SHORT = f"async_timeout_{SHORT_TIMEOUT_S:.0f}s"  # the negative control's trial
 
@@ -78,11 +79,10 @@ def async_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     """The claim: callers wait out the restart in the queue, none fails."""
     hypotheses = Hypotheses(f"E11 {result.name}: consumer killed for {D:.0f} s at "
                             f"{RATE}/s, callers wait for the reply")
+    assert restart(result) <= MAX_RESTART_S  # a restart, not a hang
     hypotheses.check(predicted(ZERO_ERRORS, m.edge_errors, result, model, unit="orders"))
-    hypotheses.check(predicted("restart", restart, result, model, abs=RESTART_SLACK_S,
-                               unit="s"))
     hypotheses.check(predicted("longest answer", longest_answer, result, model,
-                               abs=RESTART_SLACK_S, unit="s"))
+                               abs=RESTART_NOISE_S, unit="s"))
     hypotheses.check(predicted("outage orders answered, from the consumer's return",
                                outage_answered, result, model, abs=0.1, unit="s"))
     hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
@@ -98,8 +98,7 @@ def before_the_kill(result: RunResult) -> float:
 def test_sync_calls_fail_during_the_restart(experiment: Experiment, results: Results) -> None:
     result, model = results["sync"], results.predicted("sync")
     hypotheses = Hypotheses(f"E11 sync: payments killed for {D:.0f} s at {RATE}/s")
-    hypotheses.check(predicted("restart", restart, result, model, abs=RESTART_SLACK_S,
-                               unit="s"))
+    assert restart(result) <= MAX_RESTART_S  # a restart, not a hang
     hypotheses.check(predicted("sync edge errors", m.edge_errors, result, model, unit="orders"))
     hypotheses.check(predicted("sync edge errors before the kill", before_the_kill, result,
                                model))

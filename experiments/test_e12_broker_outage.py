@@ -52,6 +52,11 @@ def no_loss(hypotheses: Hypotheses, result: RunResult, model: RunResult) -> None
                                model, unit="orders"))
 
 
+def errors_per_second(result: RunResult) -> float:
+    """Orders failed at the edge per second of load under the outage."""
+    return m.edge_errors(result) / m.load_under_fault(result)
+
+
 def outbox_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     hypotheses = Hypotheses(f"E12 outbox: broker killed for {DOWN:.0f} s plus its restart")
     hypotheses.check(predicted("edge errors", m.edge_errors, result, model, unit="orders"))
@@ -70,7 +75,10 @@ def test_direct_publish_fails_at_the_edge_but_loses_nothing(
         experiment: Experiment, results: Results) -> None:
     result, model = results["direct"], results.predicted("direct")
     hypotheses = Hypotheses(f"E12 direct publish: broker killed for {DOWN:.0f} s plus its restart")
-    hypotheses.check(predicted("edge errors", m.edge_errors, result, model, unit="orders"))
+    # per second of the outage: how long the broker takes to start again (3.6-7 s
+    # measured here) decides how many fail, not whether each order placed meanwhile does
+    hypotheses.check(predicted("edge errors per second of the outage", errors_per_second,
+                               result, model, unit="orders/s"))
     no_loss(hypotheses, result, model)
     experiment.check(hypotheses)
 

@@ -281,11 +281,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import time
 
     from testbed.analysis.hypotheses import format_number
-    from testbed.scenario.predict import SIMULATED, WhatIf, parse_settings, predict
-    from testbed.scenario.spec import load_scenario
+    from dataclasses import replace
 
-    scenario = load_scenario(Path(args.file))
-    what_if = WhatIf(args.rate, args.duration, parse_settings(args.set, scenario))
+    from testbed.scenario.predict import SIMULATED, load_for_model, parse_settings, predict
+
+    scenario, own = load_for_model(Path(args.file))  # its load may be beyond a real trial's
+    what_if = replace(own, rate=args.rate, duration_s=args.duration,
+                      knobs=parse_settings(args.set, scenario))
     started = time.monotonic()
     results, judged, written = predict(scenario, Path(args.report_dir), what_if, args.seed)
     print(f"{SIMULATED} by the model (no trial was run): {scenario.title}")

@@ -634,7 +634,7 @@ class Consumer(Service):
         self.publishes = spec.publishes
         self.delivery_s = calibration.delivery_ms / 1000.0
         self.handler_s = calibration.handler_ms / 1000.0
-        self.confirm_s = calibration.publish_confirm_ms / 1000.0
+        self.confirm_s = calibration.forward_confirm_ms / 1000.0
         self.connect_s = calibration.connect_ms / 1000.0
         self.first: array[int] = array("q")  # orders in the order first processed
         self.replies = spec.publishes is None and pipeline.request_reply

@@ -31,7 +31,10 @@ class Calibration:
     # What one HTTP hop adds to a request's latency beyond its work (client send, proxy,
     # parse, route, answer, read): spent, in the model, by the callee's worker.
     http_hop_ms: float = 1.5
-    publish_confirm_ms: float = 2.0  # publish until the broker's confirm is back
+    publish_confirm_ms: float = 2.0  # the gateway's publish until the broker's confirm
+    # a consumer's own publish (the next stage's event, a retry, a reply) until its
+    # confirm: a warm channel in the consumer's thread, cheaper than the gateway's
+    forward_confirm_ms: float = 0.5
     delivery_ms: float = 1.0  # a delivery slot freeing (ack) until the next message is in
     handler_ms: float = 1.0  # a consumer's own time per message: callback, JSON, ledger
     connect_ms: float = 20.0  # an AMQP (re)connect: TCP, handshake, channel, qos, consume
@@ -41,6 +44,9 @@ class Calibration:
     # The broker (broker_down) started again until it answers AMQP: E12's five catalog
     # runs measured 3.6-4.9 s beyond the planned down time, median 4.4 s.
     broker_restart_s: float = 4.4
+    # A fault's call (Toxiproxy, the broker, a signal) until the trial records it: the
+    # fault takes effect, and is recorded, this long after its planned time.
+    fault_ms: float = 8.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -336,7 +336,7 @@ def remove(fault: PlannedFault, shape: Shape) -> None:
 
 def schedule(env: simpy.Environment, plan: list[PlannedFault], shape: Shape,
              events: list[EventRow], load_done: simpy.Event, restart_s: float,
-             broker_restart_s: float = 0.0) -> simpy.Event:
+             broker_restart_s: float = 0.0, lag_s: float = 0.0) -> simpy.Event:
     """Start the plan; the returned event succeeds once every fault is removed."""
     _check_targets(plan, shape)
     for fault in plan:  # only calls a planned cut or kill can fail need tracking
@@ -350,7 +350,7 @@ def schedule(env: simpy.Environment, plan: list[PlannedFault], shape: Shape,
             if into is not None:
                 into.tracked = True
     plan_end = max((f.at + (f.duration or 0.0) for f in plan), default=0.0)
-    timing = Timing(load_done, plan_end, restart_s, broker_restart_s)
+    timing = Timing(load_done, plan_end, restart_s, broker_restart_s, lag_s)
     processes = [env.process(_run(env, f, shape, events, timing)) for f in plan]
     return env.all_of(processes)
 
@@ -363,11 +363,12 @@ class Timing:
     plan_end: float
     restart_s: float
     broker_restart_s: float
+    lag_s: float  # a fault's call, after its planned time (Calibration.fault_ms)
 
 
 def _run(env: simpy.Environment, fault: PlannedFault, shape: Shape, events: list[EventRow],
          timing: Timing) -> Generator[simpy.Event, Any, None]:
-    yield env.timeout(fault.at)
+    yield env.timeout(fault.at + timing.lag_s)
     if fault.kind == "crash_at":
         yield from _crash_at(env, fault, shape.services[fault.target], timing.restart_s)
     elif fault.kind == "restart":

@@ -94,7 +94,7 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     users = Users(env, offsets, timeout_s, shape.entry, timers, load_workers)
     events: list[tuple[float, str, str, str, str]] = []
     faults_done = schedule(env, plan, shape, events, users.all_done, calibration.restart_s,
-                           calibration.broker_restart_s)
+                           calibration.broker_restart_s, calibration.fault_ms / 1000.0)
     samples = Samples()
     env.process(_sampler(env, shape, samples, period_s))
     finish = env.process(_finish(env, shape, users.all_done, faults_done, period_s,

@@ -10,9 +10,14 @@ all trials at a rate far below any capacity so nothing queues:
 - handler_ms and delivery_ms: a consumer with no work draining the 600 messages queued
   while it was cut off, one message at a time (prefetch 1: handler + delivery per
   message) and with prefetch 10 (the deliveries overlap the handling: handler only);
+- forward_confirm_ms: the same drain by a consumer that publishes the next stage's
+  event (confirmed) before each ack, less the prefetch-1 drain's per message;
 - connect_ms: what a consumer cut off for 2 s at 100 orders/s is behind beyond rate x
   cut, less the half of reconnect_max_s it waits on average before it tries again;
-- restart_s: a killed service's fault window beyond its planned down time.
+- restart_s: a killed service's fault window beyond its planned down time;
+- broker_restart_s: the same for the broker (killed, started again, answering AMQP);
+- fault_ms: how long after its planned time each cut is recorded (the median over the
+  trials' injections and removals).
 
 The result is saved per runtime (``calibration-<runtime>.json`` under ~/.cache/testbed,
 or $TESTBED_CALIBRATION_DIR) with when and where it was measured; the model uses it
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +62,14 @@ def _per_message_s(result: RunResult) -> float:
     return 1.0 / rate if rate > 0 else float("nan")
 
 
+def _lags(result: RunResult, at: float, duration: float | None) -> list[float]:
+    """How late the trial recorded its one fault's injection and removal."""
+    events = result.events
+    planned = {"inject": at, "remove": at + (duration or 0.0)}
+    return [max(0.0, float(t) - planned[kind])
+            for t, kind in zip(events["t"], events["kind"], strict=True) if kind in planned]
+
+
 def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, Any]]:
     """Run the calibration trials; the constants and the raw figures behind them."""
     experiment = Experiment("calibration", runtime, report_dir, "Calibration of the model")
@@ -75,15 +89,25 @@ def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, 
                                           name="drain_p10"), BURST, queued),
         Trial("cut", async_pipeline(1, overrides={"payments": prefetch_1}, name="cut"),
               CUT_LOAD, [unreachable("payments", at=1.0, duration=CUT_S)]),
+        Trial("drain_forward", async_pipeline(2, overrides={"payments": prefetch_1},
+                                              name="drain_forward"), BURST, queued),
         Trial("restart", sync_chain(2, name="restart"), QUIET,
               [fault("kill", "payments", at=1.0, duration=DOWN_S)]),
+        Trial("broker", async_pipeline(1, name="broker"), QUIET,
+              [fault("broker_down", at=1.0, duration=DOWN_S, graceful=False)],
+              {"drain_timeout_s": 20}),
     ], concurrent=False)
     p50 = {k: m.edge_latency(found[k], 50, start=WARM_S)  # after the first connections
            for k in ("sync_d1", "sync_d4", "async_d1")}
     hop_s = max(0.0, (p50["sync_d4"] - p50["sync_d1"]) / 3)
-    per_p1, per_p10 = (_per_message_s(found[k]) for k in ("drain_p1", "drain_p10"))
+    per_p1, per_p10, per_forward = (_per_message_s(found[k])
+                                    for k in ("drain_p1", "drain_p10", "drain_forward"))
     behind_s = m.backlog_peak(found["cut"], "payments") / CUT_LOAD.steps[0].rate - CUT_S
     start, end = m.fault_window(found["restart"])
+    broker_start, broker_end = m.fault_window(found["broker"])
+    lags = [lag for key, at in (("drain_p1", 0.0), ("drain_p10", 0.0), ("cut", 1.0),
+                                ("drain_forward", 0.0))
+            for lag in _lags(found[key], at, queued[0].duration if at == 0.0 else CUT_S)]
     constants = {
         "http_hop_ms": 1000 * hop_s,
         # async edge = client + gateway hop + confirm; sync_d1 = client + 2 hops
@@ -91,10 +115,15 @@ def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, 
         "handler_ms": 1000 * per_p10,
         "delivery_ms": 1000 * max(0.0, per_p1 - per_p10),
         "connect_ms": 1000 * max(0.0, behind_s - Knobs().reconnect_max_s / 2),
+        "forward_confirm_ms": 1000 * max(0.0, per_forward - per_p1),
         "restart_s": max(0.0, end - start - DOWN_S),
+        "broker_restart_s": max(0.0, broker_end - broker_start - DOWN_S),
+        "fault_ms": 1000 * float(statistics.median(lags)),
     }
-    raw = {"edge_p50_s": p50, "per_message_s": {"prefetch_1": per_p1, "prefetch_10": per_p10},
-           "cut_behind_s": behind_s, "restart_window_s": end - start}
+    raw = {"edge_p50_s": p50, "per_message_s": {"prefetch_1": per_p1, "prefetch_10": per_p10,
+                                                "forward": per_forward},
+           "cut_behind_s": behind_s, "restart_window_s": end - start,
+           "broker_window_s": broker_end - broker_start, "fault_lags_s": lags}
     return Calibration(**{k: round(v, 3) for k, v in constants.items()}), raw
 
 

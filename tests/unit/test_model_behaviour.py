@@ -42,7 +42,8 @@ def test_a_timed_out_call_fails_the_caller_while_the_callee_keeps_working() -> N
     """payments answers 600 ms late, orders waits 300 ms: orders answers 504, the
     gateway 502, yet payments did every order (the work is wasted)."""
     topology = sync_chain(2, overrides={"orders": Knobs(timeout_s=0.3)})
-    result = simulate(topology, constant(10, 2), [slower("payments", 600, at=1, duration=2)])
+    result = simulate(topology, constant(10, 2), [slower("payments", 600, at=1, duration=2)],
+                      calibration=Calibration(fault_ms=0))
     failed = result.requests[~result.requests["ok"]]
     assert len(failed) == 10 and set(failed["error"]) == {"http_502"}
     assert m.failed_but_processed(result, "payments") == 10
@@ -104,7 +105,7 @@ def test_deadline_shedding_spares_work_for_orders_nobody_waits_for() -> None:
 
 
 def test_a_killed_sync_hop_refuses_until_restarted_and_ready() -> None:
-    calibration = Calibration(restart_s=0.5)
+    calibration = Calibration(restart_s=0.5, fault_ms=0)
     result = simulate(sync_chain(2), constant(20, 5), [fault("kill", "payments", at=1,
                                                              duration=2)],
                       calibration=calibration)

@@ -99,7 +99,8 @@ def test_a_requeued_message_is_overtaken_by_the_prefetched_ones() -> None:
     backoff (40/s: 4), so the ledger (processing order) has it after later orders."""
     knobs = Knobs(prefetch=10, error_backoff_ms=100)
     result = simulate(async_pipeline(1, knobs=knobs), constant(40, 3),
-                      [fault("fail_first", "payments", at=0, duration=10, n=1)])
+                      [fault("fail_first", "payments", at=0, duration=10, n=1)],
+                      calibration=Calibration(fault_ms=0))
     first = [int(order.rsplit("-", 1)[1]) for order in m.processed(result, "payments")]
     assert first.index(0) == 4
     assert m.out_of_order(result, "payments", 1) == [1]
@@ -220,7 +221,7 @@ def test_request_reply_waits_out_a_consumer_restart() -> None:
     gateway = Knobs(request_reply=True, timeout_s=5.0, pool_size=48)
     topology = async_pipeline(1, overrides={"gateway": gateway,
                                             "payments": Knobs(idempotent=True)})
-    calibration = Calibration(restart_s=0.5, connect_ms=0, delivery_ms=0, handler_ms=0,
+    calibration = Calibration(restart_s=0.5, fault_ms=0, connect_ms=0, delivery_ms=0, handler_ms=0,
                               publish_confirm_ms=0, http_hop_ms=0)
     result = simulate(topology, constant(10, 5), [fault("kill", "payments", at=1, duration=2)],
                       timeout_s=10, calibration=calibration)
@@ -262,7 +263,7 @@ def test_a_purge_throws_the_ready_messages_away() -> None:
 
 def test_a_restart_is_down_for_the_restart_only() -> None:
     result = simulate(sync_chain(1), constant(10, 3), [fault("restart", "orders", at=1)],
-                      calibration=Calibration(restart_s=0.5))
+                      calibration=Calibration(restart_s=0.5, fault_ms=0))
     assert m.edge_errors(result) == 5
     start, _ = m.fault_window(result)
     assert start == pytest.approx(1.5)  # the inject returns once it is back
@@ -271,6 +272,6 @@ def test_a_restart_is_down_for_the_restart_only() -> None:
 def test_a_crash_loop_is_down_down_s_plus_the_restart_of_every_cycle() -> None:
     loop = fault("crash_loop", "orders", at=1, duration=3.9, down_s=0.5, up_s=1.0)
     result = simulate(sync_chain(1), constant(10, 6), [loop],
-                      calibration=Calibration(restart_s=0.5))
+                      calibration=Calibration(restart_s=0.5, fault_ms=0))
     # down [1, 2), up [2, 3), down [3, 4), up [4, 4.9): 20 orders fail
     assert m.edge_errors(result) == 20
