@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.analysis import EVENTS, SAMPLES, Hypotheses, at_least, at_most, close_to, equals
+from testbed.analysis import EVENTS, SAMPLES, Hypotheses
+from testbed.model import Calibration
+from testbed.model.calibration import load_calibration
+from testbed.model.readback import simulate_readback
 from testbed.observe import RunResult, ledgers_frame
 from testbed.observe.readback import read_after_write
 from testbed.runtime import Deployment
 from testbed.scenario import Experiment, Results, run_together
 from testbed.scenario import metrics as m
-from testbed.topology import Knobs, async_pipeline, sync_chain
+from testbed.scenario.predicted import predicted
+from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 WRITES, W_S, POLL_S, MAX_WAIT_S = 30, 0.2, 0.005, 2.0
 READ_S = 0.002  # one GET /read on localhost
@@ -50,58 +54,78 @@ def readback_trial(deployment: Deployment) -> RunResult:
                      ledgers_frame(deployment.ledgers()), meta)
 
 
+def simulated(topology: Topology, calibration: Calibration) -> RunResult:
+    """The same writes and reads on the model, before the run."""
+    return simulate_readback(topology, READERS[topology.name], WRITES, poll_s=POLL_S,
+                             max_wait_s=MAX_WAIT_S, calibration=calibration,
+                             name=topology.name)
+
+
 @pytest.fixture(scope="module")
 def results(experiment: Experiment) -> Results:
-    """Both read-backs at once, each on its own deployment, after both are up."""
+    """Both read-backs at once, each on its own deployment, after both are up; the model's
+    beside them, simulated first."""
+    chain, pipeline = sync_chain(1, overrides={"orders": SLOW}), async_pipeline(
+        1, overrides={"payments": SLOW})
+    calibration, _ = load_calibration(experiment.runtime.name)
+    model = {t.name: experiment.keep(f"{t.name}_model", simulated(t, calibration))
+             for t in (chain, pipeline)}
     deploy = experiment.runtime.deploy
-    with deploy(sync_chain(1, overrides={"orders": SLOW})) as chain, \
-            deploy(async_pipeline(1, overrides={"payments": SLOW})) as pipeline:
-        found = run_together([lambda: readback_trial(chain), lambda: readback_trial(pipeline)])
-    return {result.name: experiment.keep(result.name, result) for result in found}
+    with deploy(chain) as sync, deploy(pipeline) as asynchronous:
+        found = run_together([lambda: readback_trial(sync),
+                              lambda: readback_trial(asynchronous)])
+    return Results({r.name: experiment.keep(r.name, r) for r in found}, model)
 
 
-def common_checks(hypotheses: Hypotheses, result: RunResult) -> None:
+def accepted(result: RunResult) -> int:
+    return len(m.accepted(result))
+
+
+def common_checks(hypotheses: Hypotheses, result: RunResult, model: RunResult) -> None:
     """Every write accepted, visible in the end, and in the reader's ledger once."""
-    hypotheses.check(equals("writes accepted", WRITES, len(m.accepted(result))))
-    hypotheses.check(equals("writes never visible", 0, m.never_visible(result)))
-    hypotheses.check(equals("orders lost", 0, m.lost(result), unit="orders"))
+    hypotheses.check(predicted("writes accepted", accepted, result, model))
+    hypotheses.check(predicted("writes never visible", m.never_visible, result, model))
+    hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
 
 
-def stale_hypotheses(result: RunResult) -> Hypotheses:
+def stale_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     """The claim: reads after an acknowledged write are stale for about W."""
     hypotheses = Hypotheses(f"E14 {result.name}: read side {W_S * 1000:.0f} ms behind, "
                             f"{WRITES} writes read back")
-    hypotheses.check(at_least(STALE_ON_FIRST_READ, 0.9, m.stale_first_read_rate(result)))
-    hypotheses.check(close_to("staleness p50", STALENESS_P50_S, m.staleness(result, 50),
-                              abs=0.05, unit="s"))
-    hypotheses.check(at_most("staleness p95", W_S + 0.1, m.staleness(result, 95), unit="s"))
+    hypotheses.check(predicted(STALE_ON_FIRST_READ, m.stale_first_read_rate, result, model))
+    hypotheses.check(predicted("staleness p50", m.staleness, result, model, 50, unit="s"))
+    hypotheses.check(predicted("staleness p95", m.staleness, result, model, 95, unit="s"))
     return hypotheses
 
 
 def test_async_reads_are_stale_for_about_the_consumer_delay(
         experiment: Experiment, results: Results) -> None:
-    result = results["async"]
-    hypotheses = stale_hypotheses(result)
-    hypotheses.check(at_most("write p50", 0.05, m.edge_latency(result, 50), unit="s"))
-    common_checks(hypotheses, result)
+    result, model = results["async"], results.predicted("async")
+    # (the write's own answer, the broker's confirm, is a few ms of machine noise: 3-7 ms
+    # measured against the model's 3.5; the claim is the W after it, the staleness)
+    hypotheses = stale_hypotheses(result, model)
+    common_checks(hypotheses, result, model)
     print(f"async staleness p50/p95/max: {m.staleness(result, 50):.3f} / "
           f"{m.staleness(result, 95):.3f} / {m.staleness(result, 100):.3f} s")
     experiment.check(hypotheses)
 
 
 def test_sync_reads_your_writes(experiment: Experiment, results: Results) -> None:
-    result = results["sync"]
+    result, model = results["sync"], results.predicted("sync")
     hypotheses = Hypotheses(f"E14 sync: last hop {W_S * 1000:.0f} ms slow, "
                             f"{WRITES} writes read back")
-    hypotheses.check(equals("first reads stale", 0, m.stale_first_reads(result)))
-    hypotheses.check(equals("staleness max", 0.0, m.staleness(result, 100), unit="s"))
-    hypotheses.check(at_least("write p50", W_S, m.edge_latency(result, 50), unit="s"))
-    common_checks(hypotheses, result)
+    hypotheses.check(predicted("first reads stale", m.stale_first_reads, result, model))
+    hypotheses.check(predicted("staleness max", m.staleness, result, model, 100, unit="s"))
+    hypotheses.check(predicted("write p50", m.edge_latency, result, model, 50, unit="s"))
+    common_checks(hypotheses, result, model)
     experiment.check(hypotheses)
 
 
 def test_negative_control_sync_has_no_stale_reads(experiment: Experiment,
                                                   results: Results) -> None:
-    """Read-your-writes holds in the sync chain: the stale-read claims must fail on it."""
-    experiment.negative_control(stale_hypotheses(results["sync"]), STALE_ON_FIRST_READ,
-                                "staleness p50")
+    """Read-your-writes holds in the sync chain: the stale-read claims must fail on it,
+    measured and as the model has it."""
+    model = results.predicted("async")
+    experiment.negative_control(stale_hypotheses(results["sync"], model), STALE_ON_FIRST_READ,
+                                "staleness p50",
+                                model=stale_hypotheses(results.predicted("sync"), model))

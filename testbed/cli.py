@@ -279,10 +279,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import time
-
-    from testbed.analysis.hypotheses import format_number
     from dataclasses import replace
 
+    from testbed.analysis.hypotheses import format_number
     from testbed.scenario.predict import SIMULATED, load_for_model, parse_settings, predict
 
     scenario, own = load_for_model(Path(args.file))  # its load may be beyond a real trial's

@@ -33,6 +33,7 @@ from testbed.model.faults import fault_plan, schedule
 from testbed.model.record import (
     Counts,
     Samples,
+    Seconds,
     counts,
     events_frame,
     ledgers_frame,
@@ -83,14 +84,7 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     timers = Timers(env)
     ledgers: dict[str, Counts] = {spec.name: counts(n) for spec in topology.services}
     queued = times(n, 0.0)
-    link_rng = random.Random(f"model:{seed}:links")
-    shape: SyncChain | AsyncPipeline
-    if topology.shape == "sync":
-        shape = SyncChain(env, topology, calibration, timers, ledgers, queued, seed, service,
-                          link_rng)
-    else:
-        shape = AsyncPipeline(env, topology, calibration, timers, ledgers, queued, seed,
-                              service, link_rng)
+    shape = build_shape(env, topology, calibration, timers, ledgers, queued, seed, service)
     users = Users(env, offsets, timeout_s, shape.entry, timers, load_workers)
     events: list[tuple[float, str, str, str, str]] = []
     faults_done = schedule(env, plan, shape, events, users.all_done, calibration.restart_s,
@@ -125,6 +119,18 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     }
     return RunResult(name, requests, samples.frame(), events_frame(events),
                      ledgers_frame(ledgers, ids, unreadable, first), meta)
+
+
+def build_shape(env: simpy.Environment, topology: Topology, calibration: Calibration,
+                timers: Timers, ledgers: dict[str, Counts], queued: Seconds, seed: int,
+                service: str) -> SyncChain | AsyncPipeline:
+    """The topology's services, links (and broker) in ``env``, ready for orders."""
+    link_rng = random.Random(f"model:{seed}:links")
+    if topology.shape == "sync":
+        return SyncChain(env, topology, calibration, timers, ledgers, queued, seed, service,
+                         link_rng)
+    return AsyncPipeline(env, topology, calibration, timers, ledgers, queued, seed, service,
+                         link_rng)
 
 
 @contextmanager

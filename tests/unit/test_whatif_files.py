@@ -71,7 +71,7 @@ def test_the_fraud_outage_scales_with_the_rate(tmp_path: Path) -> None:
     """At 10 orders/s instead of 200 the same 30-minute outage: R x 1,800.26 failed sync
     checkouts and queued async messages, drained in backlog / (600 - R)."""
     scenario, _ = load_for_model(FRAUD)
-    results, judged, written = predict(scenario, tmp_path, WhatIf(rate=10))
+    results, _, written = predict(scenario, tmp_path, WhatIf(rate=10))
     outage = 10 * 1800.26
     assert m.edge_errors(results["sync"]) == pytest.approx(outage, rel=0.01)
     assert m.edge_errors(results["async"]) == 0
