@@ -4,14 +4,16 @@ funnel collapses (seeds 003, 004).
 Fault: +L = 400 ms on the payments hop for T = 5 s, at r = 20 orders/s.
 Model, sync: gateway and orders hold a worker for the whole call, so orders can serve at
 most pool / L = 4 / 0.4 = 10 orders/s. Arrivals beyond that queue up in front of the
-pools; users give up after 1 s, so once the queue holds more than 1 s of work the edge
-fails at least 1 - 10/20 = 50% (we predict >= 35% over the fault's second half), and
-the median answer is slower by at least L. Async: the edge only enqueues, so its p99
-stays under 100 ms and nothing fails; the slowed consumer (prefetch 1: one message per
-2L round trip, ~1.25/s) falls behind by ~(r - 1.25) x T, a backlog that drains once the
-latency is gone.
+pools; users give up after U = 1 s, and the gateway serves its FIFO queue without
+knowing who already left (E7), so once the queue holds more than U of work every order
+fails: the orders placed from U after the injection to U before the removal, 100% (the
+model: 1.0), the median answer is the users' patience. Async: the edge only enqueues,
+so the fault adds nothing to its answer and nothing fails; the slowed consumer
+(prefetch 1: one message per 2L round trip, ~1.25/s) falls behind by ~(r - 1.25) x T =
+94 (the model: 92-93), a backlog it drains in a quarter second once the latency is gone.
+Every number is the model's (testbed.model, simulated before the run).
 Negative control: with a pool of 32 (capacity 80/s > r) the sync funnel does not
-collapse and the error hypothesis must fail.
+collapse and the error hypothesis must fail, measured and on the model.
 """
 
 from __future__ import annotations

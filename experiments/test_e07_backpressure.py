@@ -6,13 +6,14 @@ Fault: payments' capacity below the arrival rate for the whole run: it spends W 
 serves mu = 1000 / (W + ~4 ms of overhead) = 9.6 orders/s against R = 20 orders/s,
 for D = 6 s.
 Model, sync (gateway -> orders -> payments, users wait U = 2 s): payments is capped at
-mu (+- 20%). Pools of 8 keep at most 8 calls queued at payments (0.8 s < orders'
+mu. Pools of 8 keep at most 8 calls queued at payments (0.8 s < orders'
 timeout), so the queue forms in front of the gateway's workers and grows at R - mu; the
 order scheduled t seconds in waits ~t (R - mu) / mu. The first edge error (a user
-giving up) is at t* = U mu / (R - mu) = 1.9 s (+- 0.6 s), and from then on the error
-rate is at least 1 - mu / R = 52%. Worse, the gateway serves its FIFO queue without
-knowing who already left, so once waits exceed U every answer comes too late: the edge
-goodput from t* + 1.5 s on is predicted ~0 (at most 2 orders), although payments keeps
+giving up) is at t* = U mu / (R - mu) = 1.9 s, and from then on the error rate is at
+least 1 - mu / R = 52% (the model: 100%, for the reason that follows). Worse, the
+gateway serves its FIFO queue without knowing who already left, so once waits exceed U
+every answer comes too late: the edge goodput from t* + 1.5 s on is predicted 0,
+although payments keeps
 working at mu.
 Model, sync with deadlines (the fix): the user's patience travels with the order
 (X-Request-Deadline = send time + U), every hop honours it (knob `deadline`), and the
@@ -20,16 +21,17 @@ gateway sheds an order when less than Q = 1.0 s is left (`deadline_reserve_ms`):
 for the 8 calls orders can have queued at payments (8 x 0.104 = 0.83 s). The gateway's
 queue then holds no order older than U - Q, so what it dispatches can finish in time:
 payments still works at mu and the edge delivers ~mu per second from t* + 1.5 s on
-(mu x the rest of the schedule = 25 orders, +- 30%) instead of ~0; payments does no work
-the user never gets (at most 3 orders); every edge failure is a fast 504, none a user
-giving up, answered within U - Q + 0.5 s.
+(mu x the rest of the schedule = 25 orders; the model: 26) instead of 0; payments does
+no work the user never gets; every edge failure is a fast 504, none a user
+giving up, answered within U - Q (the model: 1.05 s).
 Model, async without limits: the edge answers every order (0 errors); the backlog grows
-at R - mu = 10.4/s (+- 20%), to ~(R - mu) D = 62, and drains afterwards; nothing lost.
+at R - mu = 10.4/s, to ~(R - mu) D = 62, and drains afterwards; nothing lost.
 Model, async with max_length N = 20 and overflow reject-publish on payments' queue: the
 queue never holds more than N; the edge answers 429 for what does not fit:
-R D - mu D - N - 1 (the one delivered, unacked) = 41 orders (+- 30%); every order the
-edge accepted is processed.
-Negative control: the bounded-queue hypotheses read on the run without limits must fail.
+R D - mu D - N - 1 (the one delivered, unacked) = 41 orders; every order the edge accepted is
+processed. Every number is the model's (testbed.model, simulated before the run).
+Negative controls: the bounded-queue hypotheses read on the run without limits, and the
+deadline hypotheses on the chain without deadlines, must fail, measured and on the model.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ counted), while everything else is. With the outbox the order and its event comm
 one transaction: the restarted relay publishes the pending event, so 0 are lost and the
 3 crashed orders are processed after the gateway is back. In both,
 every order the user saw accepted is processed (the crashed requests failed visibly).
-Negative control: the direct-publish run fails the "no stored order is lost" claim.
+The model reproduces the crash point, the restart and the relay, and gives the same
+counts (every number below is read off it, simulated before the run).
+Negative control: the direct-publish run fails the "no stored order is lost" claim,
+measured and on the model.
 """
 
 from __future__ import annotations

@@ -13,23 +13,23 @@ each order taking W = 20 ms plus a seeded exponential tail of mean J = 100 ms. L
 Model: orders arrive 1/r apart and go to the first free consumer (one FIFO queue, C
 servers); each is recorded when its service time is over, plus ~2 ms per delivery. A
 key's next order arrives K / r = 100 ms later and overtakes it when it finishes first.
-Simulated before the run with the very service times the consumer will draw (its seeded
-generator, replayed): out-of-order rate 16.7%; with 100 other seeds 18.5% (sd 2.2%), so
-the particular draws matter more than the model's details. We allow ± 30% for the
-machine's timing: scheduling delays act as extra jitter (20 ms of it, simulated, moves
-the rate to 17% ± 1%; the time scale is chosen large enough for that). Every key sees it
-(each key's rate > 0); no order is lost.
+Simulated before the run (testbed.model) with the very service times the consumer will
+draw (its seeded generator, replayed): out-of-order rate 16.7%; with 100 other seeds
+18.5% (sd 2.2%), so the particular draws matter more than the model's details.
+Scheduling delays act as extra jitter (20 ms of it, simulated, moves the rate to 17% ±
+1%; the time scale is chosen large enough for that), inside the 15% allowed. Every key
+sees it (each key's rate > 0); no order is lost.
 Redelivery: one consumer, prefetch 10, no work, its handler failing 5% of deliveries
 (seeded), 40 orders/s for 6 s; a failed message is nacked and requeued after 100 ms.
 Meanwhile r x 100 ms = 4 later orders (2 of each key) arrive in the consumer's prefetch
-buffer, ahead of the requeued one: every failed order is overtaken. Predicted, replaying
+buffer, ahead of the requeued one: every failed order is overtaken. The model replays
 the fault's seeded draws (one per delivery until all 240 orders passed): 21 handler
 failures (± 2, for an order handled before the fault is in place), and orders out of
 order = distinct orders that failed ~ 21 x (1 - p) = 20 (a redelivery fails again with
-p), ± 25%.
+p).
 Negative control: one consumer, prefetch 1, no failures, at the same utilization
 (5 orders/s for 6 s): first in, first out, the rate is exactly 0 and the out-of-order
-claims fail.
+claims fail, measured and on the model.
 """
 
 from __future__ import annotations

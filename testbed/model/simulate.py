@@ -93,20 +93,20 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     env.process(_sampler(env, shape, samples, period_s))
     finish = env.process(_finish(env, shape, users.all_done, faults_done, period_s,
                                  drain_timeout_s, tail_s))
-    with paced_collector():
+    with paced_collector():  # the frames too: pandas allocates as fast as the model
         env.run(until=finish)
+        ids = order_ids(prefix, n)
+        unreadable: dict[str, int] = {}
+        first: Mapping[str, Sequence[int]] = {}
+        if topology.shape == "async":
+            assert isinstance(shape, AsyncPipeline)
+            ledgers.update(shape.dlq_ledgers)
+            unreadable = shape.unreadable()
+            first = shape.processing_order()
+        frames = (requests_frame(offsets, users.sent, users.done, users.outcome, queued,
+                                 topology.name, ids), samples.frame(), events_frame(events),
+                  ledgers_frame(ledgers, ids, unreadable, first))
     drained = bool(finish.value)
-
-    ids = order_ids(prefix, n)
-    unreadable: dict[str, int] = {}
-    first: Mapping[str, Sequence[int]] = {}
-    if topology.shape == "async":
-        assert isinstance(shape, AsyncPipeline)
-        ledgers.update(shape.dlq_ledgers)
-        unreadable = shape.unreadable()
-        first = shape.processing_order()
-    requests = requests_frame(offsets, users.sent, users.done, users.outcome, queued,
-                              topology.name, ids)
     meta: dict[str, Any] = {
         "topology": topology.name, "deployment": "model", "runtime": "model",
         "profile": [asdict(s) for s in steps], "load": load_summary(offsets, users.sent),
@@ -117,8 +117,7 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
                   "calibration": asdict(calibration), "simulated_s": env.now,
                   "load_workers": load_workers},
     }
-    return RunResult(name, requests, samples.frame(), events_frame(events),
-                     ledgers_frame(ledgers, ids, unreadable, first), meta)
+    return RunResult(name, *frames, meta)
 
 
 def build_shape(env: simpy.Environment, topology: Topology, calibration: Calibration,
