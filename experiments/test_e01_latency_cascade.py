@@ -9,8 +9,10 @@ knowing who already left (E7), so once the queue holds more than U of work every
 fails: the orders placed from U after the injection to U before the removal, 100% (the
 model: 1.0), the median answer is the users' patience. Async: the edge only enqueues,
 so the fault adds nothing to its answer and nothing fails; the slowed consumer
-(prefetch 1: one message per 2L round trip, ~1.25/s) falls behind by ~(r - 1.25) x T =
-94 (the model: 92-93), a backlog it drains in a quarter second once the latency is gone.
+(prefetch 1: one message per 2L + 10 ms of work, ~1.2/s) falls behind by ~(r - 1.2) x T
+= 94 (the model: 92), a backlog it drains at 1 / 12.5 ms - r = 60/s, in ~1.5 s, once the
+latency is gone (the 10 ms of work make the drain the work's, not the machine's: with
+none, a few ms of overhead per message decide it, 0.25-0.5 s on a busy machine).
 Every number is the model's (testbed.model, simulated before the run).
 Negative control: with a pool of 32 (capacity 80/s > r) the sync funnel does not
 collapse and the error hypothesis must fail, measured and on the model.
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.flagship
 
 RATE, L_MS, START, T, DURATION = 20, 400, 2.0, 5.0, 9.0
 POOL = 4
+ASYNC_WORK_MS = 10.0  # payments' own work per message in the pipeline
 USER_TIMEOUT_S = 1.0  # how long a user waits for the order page
 CAPACITY = POOL / (L_MS / 1000)
 COLLAPSE = "sync edge error rate, from U after the injection to U before the removal"
@@ -44,7 +47,10 @@ def sync(pool: int, name: str) -> Topology:
 @pytest.fixture(scope="module")
 def results(experiment: Experiment) -> Results:
     """Sync, async and the control (sync with a pool of 32), all at the same time."""
-    return experiment.paired([sync(POOL, "sync"), async_pipeline(3, knobs=Knobs(prefetch=1)),
+    slow_consumer = Knobs(prefetch=1, work_ms=ASYNC_WORK_MS)  # a drain the work decides
+    return experiment.paired([sync(POOL, "sync"),
+                              async_pipeline(3, knobs=Knobs(prefetch=1),
+                                             overrides={"payments": slow_consumer}),
                               sync(32, "big_pool")], constant(RATE, DURATION),
                              [slower("payments", L_MS, at=START, duration=T)],
                              timeout_s=USER_TIMEOUT_S, drain_timeout_s=60)
@@ -79,7 +85,7 @@ def test_async_edge_is_unaffected_and_backlog_drains(experiment: Experiment,
     h.check(predicted("async backlog peak", m.backlog_peak, result, model, "payments",
                       unit="messages"))
     h.check(predicted("async backlog drained after removal", m.drain_time, result, model,
-                      "payments", abs=0.1, unit="s"))
+                      "payments", abs=0.25, unit="s"))
     experiment.check(h)
 
 

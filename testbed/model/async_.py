@@ -420,7 +420,7 @@ class Replica:
             consumer.counters["redelivered"] += 1
         failed = (order < 0 or consumer.chaos.fault is not None) and consumer.fails(order)
         if failed:  # the handler fails before the work (no draw of a service time)
-            seconds = consumer.handler_s
+            seconds = consumer.reject_s
         else:
             work = consumer.work_s
             seconds = consumer.handler_s + (work if work is not None else consumer.work())
@@ -634,6 +634,7 @@ class Consumer(Service):
         self.publishes = spec.publishes
         self.delivery_s = calibration.delivery_ms / 1000.0
         self.handler_s = calibration.handler_ms / 1000.0
+        self.reject_s = calibration.reject_ms / 1000.0
         self.confirm_s = calibration.forward_confirm_ms / 1000.0
         self.connect_s = calibration.connect_ms / 1000.0
         self.first: array[int] = array("q")  # orders in the order first processed

@@ -12,6 +12,8 @@ all trials at a rate far below any capacity so nothing queues:
   message) and with prefetch 10 (the deliveries overlap the handling: handler only);
 - forward_confirm_ms: the same drain by a consumer that publishes the next stage's
   event (confirmed) before each ack, less the prefetch-1 drain's per message;
+- reject_ms: a consumer whose handler fails every delivery (error_rate p = 1), each
+  nacked and requeued after a 5 ms pause: the time per attempt beyond the pause;
 - connect_ms: what a consumer cut off for 2 s at 100 orders/s is behind beyond rate x
   cut, less the half of reconnect_max_s it waits on average before it tries again;
 - restart_s: a killed service's fault window beyond its planned down time;
@@ -49,6 +51,7 @@ from testbed.topology import Knobs, async_pipeline, sync_chain
 QUIET = constant(20, 5)  # far below every capacity: nothing waits for a worker
 WARM_S = 1.0  # the first second opens every connection: not the steady cost
 CUT_S, DOWN_S = 2.0, 1.0
+REJECT_S, REJECT_PAUSE_MS = 2.0, 5.0
 CUT_LOAD = constant(100, 4)  # 10 ms a message: the reconnect's cost shows in the backlog
 # 600 orders queued while payments is cut off, then a trickle while it drains them
 BURST = stepped((CUT_S, 300), (3.0, 0.5))
@@ -91,6 +94,10 @@ def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, 
               CUT_LOAD, [unreachable("payments", at=1.0, duration=CUT_S)]),
         Trial("drain_forward", async_pipeline(2, overrides={"payments": prefetch_1},
                                               name="drain_forward"), BURST, queued),
+        Trial("reject", async_pipeline(1, overrides={"payments": Knobs(error_backoff_ms=
+                                                                      REJECT_PAUSE_MS)},
+                                       name="reject"), QUIET,
+              [fault("error_rate", "payments", at=1.0, duration=REJECT_S, p=1.0)]),
         Trial("restart", sync_chain(2, name="restart"), QUIET,
               [fault("kill", "payments", at=1.0, duration=DOWN_S)]),
         Trial("broker", async_pipeline(1, name="broker"), QUIET,
@@ -116,6 +123,9 @@ def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, 
         "delivery_ms": 1000 * max(0.0, per_p1 - per_p10),
         "connect_ms": 1000 * max(0.0, behind_s - Knobs().reconnect_max_s / 2),
         "forward_confirm_ms": 1000 * max(0.0, per_forward - per_p1),
+        "reject_ms": max(0.0, 1000 * REJECT_S / m.counter(found["reject"], "payments",
+                                                          "handler_errors")
+                         - REJECT_PAUSE_MS),
         "restart_s": max(0.0, end - start - DOWN_S),
         "broker_restart_s": max(0.0, broker_end - broker_start - DOWN_S),
         "fault_ms": 1000 * float(statistics.median(lags)),
