@@ -52,15 +52,18 @@ def test_a_file_within_the_limits_is_read_as_a_scenario() -> None:
 
 
 def test_the_flood_scales_as_stated(tmp_path: Path) -> None:
-    """200 s of the flood instead of 50,000: backlog (R - mu) x 200 = 2,000, drained in
-    2,000 / mu = 200 s; the alert at 1,000 still fires at 100 s."""
+    """200 s of the flood instead of 50,000: mu = 1000 / (handler 1.7 + work 98 + delivery
+    0) = 10.03/s, backlog (R - mu) x 200 = 9.97 x 200 = 1,994, drained in 1,994 / mu =
+    198.8 s; the alert at 1,000 still fires at 100.3 s."""
     scenario, own = load_for_model(FLOOD)
     results, judged, _ = predict(scenario, tmp_path, WhatIf(duration_s=200, load=own.load))
     run = results["async"]
     assert len(run.requests) == 4000
     assert m.edge_errors(run) == 0
-    assert m.backlog_peak(run, "payments") == pytest.approx(2000, rel=0.02)
-    assert m.drain_time(run, "payments") == pytest.approx(200, rel=0.02)
+    mu = 1000 / (1.7 + 98 + 0.0)
+    backlog = (20 - mu) * 200
+    assert m.backlog_peak(run, "payments") == pytest.approx(backlog, rel=0.02)
+    assert m.drain_time(run, "payments") == pytest.approx((backlog - 2) / mu, rel=0.02)
     verdicts = {v.name: v for v in judged["async"].verdicts}
     assert verdicts["queue-depth alert at 1,000 messages"].passed
     assert verdicts["async orders lost"].passed
@@ -69,15 +72,17 @@ def test_the_flood_scales_as_stated(tmp_path: Path) -> None:
 
 def test_the_fraud_outage_scales_with_the_rate(tmp_path: Path) -> None:
     """At 10 orders/s instead of 200 the same 30-minute outage: R x 1,800.26 failed sync
-    checkouts and queued async messages, drained in backlog / (600 - R)."""
+    checkouts and queued async messages, drained in backlog / (mu - R), fraud's mu =
+    6 replicas x 1000 / (handler 1.7 + work 9) = 560.7/s: 18,000.6 / 550.7 = 32.7 s."""
     scenario, _ = load_for_model(FRAUD)
     results, _, written = predict(scenario, tmp_path, WhatIf(rate=10))
     outage = 10 * 1800.26
     assert m.edge_errors(results["sync"]) == pytest.approx(outage, rel=0.01)
     assert m.edge_errors(results["async"]) == 0
     assert m.backlog_peak(results["async"], "fraud") == pytest.approx(outage, rel=0.01)
+    mu = 6 * 1000 / (1.7 + 9)
     assert m.drain_time(results["async"], "fraud") == pytest.approx(
-        (outage - 2) / (600 - 10), rel=0.05)
+        (outage - 2) / (mu - 10), rel=0.05)
     assert m.lost(results["async"], "fraud") == m.lost(results["async"], "notification") == 0
     assert (tmp_path / scenario.name / "report.md").read_text().startswith("# SIMULATED: ")
     assert written.index.exists()
