@@ -5,7 +5,7 @@ Fault: none injected; the "fault" is per-hop jitter. Every sync hop (the gateway
 included, so depth d means d + 1 hops) spends W = 30 ms plus an exponential tail of mean
 J = 150 ms, each service drawing its own seeded stream. (Scaled up from the seed's
 100 ms so that the tail the jitter makes stays well above the tail a busy 2-core
-machine adds by itself.) Load: 40 orders/s for 5 s (200 requests) per depth; pools of
+machine adds by itself.) Load: 40 orders/s for 10 s (400 requests) per depth; pools of
 128 against 40/s x 1.1 s = 44 calls in flight on average at depth 5, so no order waits
 for a worker (checked: peak saturation under 75%); accept backlog 128, because waitress
 admits at most 2 x backlog connections and each caller's worker keeps one open.
@@ -19,9 +19,14 @@ machine). Its percentiles by seeded Monte Carlo (200,000 draws):
 so the tails compound, yet never all line up: the end-to-end p99 stays below the sum of
 the hops' p99s (a bound by nature, checked as one). The predictions themselves come
 from the model, which replays the very draws each service makes (its seeded stream), so
-the p99 of these 200 requests is predicted, not the population's: within 1% measured
-(a 200-request p99 has a 95% sampling band of -20% / +19% around the Monte Carlo value
-above, which the replay removes); tolerance 15%. Depth 5 p99 over depth 1: 1.9x.
+the p99 of these requests is predicted, not the population's (a 200-request p99 has a
+95% sampling band of -20% / +19% around the Monte Carlo value above, which the replay
+removes). Not all of it: two requests that reach a service at nearly the same time may
+take each other's draws, so a sum can pair differently; with 200 requests one such swap
+among the top few moved a p99 by 9%, hence 400 (the p99 between the 4th and 5th
+slowest). Tolerance 15% (20% on the tail excess, a difference of two percentiles: the
+model cannot do better on a p99 of 400 requests, and experiments/MODEL.md says so).
+Depth 5 p99 over depth 1: 1.9x.
 Async (depth 1 and 5 side by side, so noise from elsewhere on the machine hits both
 alike; 40/s each for 4 s, each consumer W = 30 ms per message): the edge only publishes
 (confirmed) whatever the pipeline depth, so its latency is flat in depth. Measured as
@@ -53,7 +58,7 @@ from testbed.scenario import metrics as m
 from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, async_pipeline, sync_chain
 
-RATE, DURATION, ASYNC_DURATION, POOL = 40, 5.0, 4.0, 128
+RATE, DURATION, ASYNC_DURATION, POOL = 40, 10.0, 4.0, 128
 WORK_MS, JITTER_MS, OVERHEAD_MS = 30.0, 150.0, 3.0
 DEPTHS, ASYNC_DEPTHS = (1, 2, 3, 4, 5), (1, 5)
 BACKLOG = 128  # waitress admits 2 x backlog connections: room for 128 keep-alive callers
@@ -87,8 +92,9 @@ def check_tail(h: Hypotheses, depth: int, result: RunResult, model: RunResult) -
                       unit="s"))
     h.check(at_most(f"sync e2e p99, depth {depth}, vs sum of {hops} hop p99s",
                     hops * HOP_P99, m.edge_latency(result, 99), unit="s"))
+    # a difference of two percentiles, the p99 of 400: the draw swaps weigh twice (20%)
     h.check(predicted(f"sync tail excess p99 - p50, depth {depth}", tail_excess, result,
-                      model, unit="s"))
+                      model, rel=0.2, unit="s"))
 
 
 def tail_excess(result: RunResult) -> float:

@@ -16,8 +16,9 @@ worker for each waiting caller, r x (D + R) ~ 63): no order fails at the edge (0
 errors). An order placed during the outage waits in the queue until the consumer is
 back, so every one of them is answered at A + D + R, whatever its send time: latency =
 remaining outage + R, the longest = D + R (± 0.5 s, R's noise), ~6.3 s, and the outage's
-orders are answered within a tenth of a second of the consumer being ready (the model
-charges 1.5 ms per reply, the real consumer ~0.8 ms). Ledger: every accepted order
+orders are answered within a fraction of a second of the consumer being ready (the model
+charges 2.5 ms per reply, handler and confirm, for 0.15 s in all; the real consumer,
+which starts before its readiness is seen, 0.05-0.07 s: 0.2 s allowed). Ledger: every accepted order
 processed exactly once (the consumer is idempotent, so a message it had processed but
 not acked when killed is redelivered but not charged twice).
 Every number is the model's (testbed.model, simulated before the run).
@@ -86,7 +87,7 @@ def async_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     hypotheses.check(predicted("longest answer", longest_answer, result, model,
                                abs=RESTART_NOISE_S, unit="s"))
     hypotheses.check(predicted("outage orders answered, from the consumer's return",
-                               outage_answered, result, model, abs=0.1, unit="s"))
+                               outage_answered, result, model, abs=0.2, unit="s"))
     hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
     hypotheses.check(predicted("orders processed twice", m.duplicated, result, model,
                                unit="orders"))
