@@ -55,7 +55,7 @@ def results(experiment: Experiment) -> Results:
                                              overrides={"payments": slow_consumer}),
                               sync(32, "big_pool")], constant(RATE, DURATION),
                              [slower("payments", L_MS, at=START, duration=T)],
-                             timeout_s=USER_TIMEOUT_S, drain_timeout_s=60)
+                             timeout_s=USER_TIMEOUT_S, drain_timeout_s=60, tail_s=2.0)
 
 
 def sync_collapse(result: RunResult, model: RunResult) -> Hypotheses:
