@@ -53,7 +53,7 @@ import simpy
 
 from testbed.model.calibration import Calibration
 from testbed.model.errors import NotModelled
-from testbed.model.flow import Later, Step
+from testbed.model.flow import Gate, Later, Step
 from testbed.model.links import Link
 from testbed.model.record import Counts, Samples, Seconds, counts
 from testbed.model.server import GONE, ORDERS, WAIT, Server, Visit
@@ -452,7 +452,7 @@ class Replica:
                     yield from consumer.thaw()
                     continue
                 if consumer.stalled:
-                    yield consumer.unstalled
+                    yield consumer.stall_gate.lifted
                     continue
                 inbox.popleft()
                 end = self._start(at, order)
@@ -640,8 +640,7 @@ class Consumer(Service):
         self.first: array[int] = array("q")  # orders in the order first processed
         self.replies = spec.publishes is None and pipeline.request_reply
         self.path = f"/{queue.name}"  # what an application fault's route matches
-        self.stalled = False
-        self.unstalled = env.event()
+        self.stall_gate = Gate(env)  # consumer_stall: the handler hangs
         self.replicas = [Replica(self, i) for i in range(spec.knobs.replicas)]
         link.on_cut.append(self._cut)
         link.on_eased.append(self._eased)
@@ -659,16 +658,16 @@ class Consumer(Service):
             return True
         return order < 0
 
+    @property
+    def stalled(self) -> bool:
+        return self.stall_gate.closed
+
     def stall(self) -> None:
         """The handler hangs before its next message (consumer_stall)."""
-        if not self.stalled:
-            self.stalled = True
-            self.unstalled = self.env.event()
+        self.stall_gate.close()
 
     def unstall(self) -> None:
-        if self.stalled:
-            self.stalled = False
-            self.unstalled.succeed()
+        self.stall_gate.open()
 
     def record(self, order: int) -> None:
         """The side effect: charged again on a redelivery unless ``idempotent``. The
@@ -754,8 +753,7 @@ class AsyncPipeline:
         self.request_reply = any(s.knobs.request_reply for s in topology.services
                                  if s.role == "async_gateway")
         self.awaiting: dict[int, Later] = {}  # request-reply: the gateway waits on these
-        self.blocked = False  # a memory alarm: publishers are held
-        self._unblocked = env.event()
+        self.alarm = Gate(env)  # a memory alarm: publishers are held
         self._poison = 0  # the last poison message's (negative) index
         self.services: dict[str, Service] = {}
         self.consumers: list[Consumer] = []
@@ -830,23 +828,23 @@ class AsyncPipeline:
         for link in self.links.values():
             link.restore()
 
+    @property
+    def blocked(self) -> bool:
+        return self.alarm.closed
+
     def block(self) -> None:
         """A memory alarm: every publish waits (connection.blocked)."""
-        if not self.blocked:
-            self.blocked = True
-            self._unblocked = self.env.event()
+        self.alarm.close()
 
     def unblock(self) -> None:
-        if self.blocked:
-            self.blocked = False
-            self._unblocked.succeed()
+        self.alarm.open()
 
     def unblocked(self, life: int, service: Service) -> Generator[simpy.Event, Any, bool]:
         """Wait out a memory alarm, at most pika's blocked-connection timeout; False if
         it held that long (the publish fails) or ``service`` died meanwhile."""
         env = self.env
         if self.blocked:
-            yield env.any_of([self._unblocked, env.timeout(BLOCKED_TIMEOUT_S)])
+            yield env.any_of([self.alarm.lifted, env.timeout(BLOCKED_TIMEOUT_S)])
         return not self.blocked and service.life == life
 
     def poison(self, queue: str, count: int) -> None:

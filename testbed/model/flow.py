@@ -89,3 +89,25 @@ class Later(simpy.Event):
         self._ok = True
         self._value = None
         self.env.schedule(self, NORMAL, delay)
+
+
+class Gate:
+    """A condition that holds processes until it lifts (a stalled handler, a memory
+    alarm): ``closed`` while it holds; ``lifted`` succeeds when it next lifts."""
+
+    __slots__ = ("closed", "env", "lifted")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.closed = False
+        self.lifted: simpy.Event = env.event()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.lifted = self.env.event()
+
+    def open(self) -> None:
+        if self.closed:
+            self.closed = False
+            self.lifted.succeed()
