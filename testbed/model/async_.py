@@ -232,7 +232,7 @@ class Gateway(Server):
         link = self.link
         if link.down:
             return self._failed(visit)
-        if self.pipeline.blocked and not (yield from self.pipeline.unblocked(visit.life,
+        if self.pipeline.alarm.closed and not (yield from self.pipeline.unblocked(visit.life,
                                                                               self)):
             return None if self.life != visit.life else self._failed(visit)
         cuts = link.cuts
@@ -293,7 +293,7 @@ class Gateway(Server):
         env, link, life = self.env, self.link, self.life
         if link.down:
             return False
-        if self.pipeline.blocked and not (yield from self.pipeline.unblocked(life, self)):
+        if self.pipeline.alarm.closed and not (yield from self.pipeline.unblocked(life, self)):
             return None if self.life != life else False
         cuts = link.cuts
         connect = self.connect_s if relay.stale else 0.0
@@ -406,7 +406,7 @@ class Replica:
             inbox.append((at, order))
             return
         self.wake = None
-        if link.downstream or consumer.paused or consumer.stalled:
+        if link.downstream or consumer.paused or consumer.stall_gate.closed:
             inbox.append((at, order))
             wake.succeed()  # the loop waits the delivery out itself
         else:
@@ -451,7 +451,7 @@ class Replica:
                 if consumer.paused:
                     yield from consumer.thaw()
                     continue
-                if consumer.stalled:
+                if consumer.stall_gate.closed:
                     yield consumer.stall_gate.lifted
                     continue
                 inbox.popleft()
@@ -479,7 +479,7 @@ class Replica:
             if self.epoch != epoch:
                 continue  # cut during the work: the publish fails, the message comes again
             if consumer.publishes is not None or consumer.replies:
-                if pipeline.blocked and not (yield from pipeline.unblocked(life, consumer)):
+                if pipeline.alarm.closed and not (yield from pipeline.unblocked(life, consumer)):
                     continue
                 if link.upstream:
                     yield from link.cross("upstream", 0.0)
@@ -542,7 +542,7 @@ class Replica:
         """One publish of the consumer's (to the retry queue), until its confirm."""
         consumer, link, env = self.consumer, self.link, self.env
         pipeline = consumer.pipeline
-        if pipeline.blocked and not (yield from pipeline.unblocked(life, consumer)):
+        if pipeline.alarm.closed and not (yield from pipeline.unblocked(life, consumer)):
             return False
         if link.upstream:
             yield from link.cross("upstream", 0.0)
@@ -640,7 +640,7 @@ class Consumer(Service):
         self.first: array[int] = array("q")  # orders in the order first processed
         self.replies = spec.publishes is None and pipeline.request_reply
         self.path = f"/{queue.name}"  # what an application fault's route matches
-        self.stall_gate = Gate(env)  # consumer_stall: the handler hangs
+        self.stall_gate = Gate(env)  # consumer_stall: the handler hangs before a message
         self.replicas = [Replica(self, i) for i in range(spec.knobs.replicas)]
         link.on_cut.append(self._cut)
         link.on_eased.append(self._eased)
@@ -657,17 +657,6 @@ class Consumer(Service):
             self.counters["injected_errors"] += 1
             return True
         return order < 0
-
-    @property
-    def stalled(self) -> bool:
-        return self.stall_gate.closed
-
-    def stall(self) -> None:
-        """The handler hangs before its next message (consumer_stall)."""
-        self.stall_gate.close()
-
-    def unstall(self) -> None:
-        self.stall_gate.open()
 
     def record(self, order: int) -> None:
         """The side effect: charged again on a redelivery unless ``idempotent``. The
@@ -695,7 +684,7 @@ class Consumer(Service):
 
     def revive(self) -> None:
         super().revive()
-        self.unstall()  # a new process is not stalled
+        self.stall_gate.open()  # a new process is not stalled
         for replica in self.replicas:
             replica.reconnect(fresh=True)
 
@@ -753,7 +742,7 @@ class AsyncPipeline:
         self.request_reply = any(s.knobs.request_reply for s in topology.services
                                  if s.role == "async_gateway")
         self.awaiting: dict[int, Later] = {}  # request-reply: the gateway waits on these
-        self.alarm = Gate(env)  # a memory alarm: publishers are held
+        self.alarm = Gate(env)  # a memory alarm: every publish waits (connection.blocked)
         self._poison = 0  # the last poison message's (negative) index
         self.services: dict[str, Service] = {}
         self.consumers: list[Consumer] = []
@@ -828,24 +817,13 @@ class AsyncPipeline:
         for link in self.links.values():
             link.restore()
 
-    @property
-    def blocked(self) -> bool:
-        return self.alarm.closed
-
-    def block(self) -> None:
-        """A memory alarm: every publish waits (connection.blocked)."""
-        self.alarm.close()
-
-    def unblock(self) -> None:
-        self.alarm.open()
-
     def unblocked(self, life: int, service: Service) -> Generator[simpy.Event, Any, bool]:
         """Wait out a memory alarm, at most pika's blocked-connection timeout; False if
         it held that long (the publish fails) or ``service`` died meanwhile."""
         env = self.env
-        if self.blocked:
+        if self.alarm.closed:
             yield env.any_of([self.alarm.lifted, env.timeout(BLOCKED_TIMEOUT_S)])
-        return not self.blocked and service.life == life
+        return not self.alarm.closed and service.life == life
 
     def poison(self, queue: str, count: int) -> None:
         """Undecodable messages published straight into ``queue`` (at its tail)."""

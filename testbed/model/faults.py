@@ -63,6 +63,7 @@ import simpy
 
 from testbed.model.chaos import spec_of
 from testbed.model.errors import ModelError, NotModelled
+from testbed.model.flow import Gate
 from testbed.model.links import STREAMS, Link
 from testbed.model.service import Service
 from testbed.topology.model import Topology
@@ -106,8 +107,7 @@ class Pipeline(Shape, Protocol):
     def purge(self, queue: str) -> None: ...
     def broker_down(self) -> None: ...
     def broker_up(self) -> None: ...
-    def block(self) -> None: ...
-    def unblock(self) -> None: ...
+    alarm: Gate  # a memory alarm
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def inject(fault: PlannedFault, shape: Shape) -> None:
     elif fault.kind in APP_FAULTS:
         shape.services[target].chaos.set(p["spec"])
     elif fault.kind == "consumer_stall":
-        cast(Any, shape.services[target]).stall()
+        cast(Any, shape.services[target]).stall_gate.close()
     else:
         pipeline = cast(Pipeline, shape)
         if fault.kind == "poison":
@@ -309,7 +309,7 @@ def inject(fault: PlannedFault, shape: Shape) -> None:
         elif fault.kind == "broker_down":
             pipeline.broker_down()
         elif fault.kind == "memory_alarm":
-            pipeline.block()
+            pipeline.alarm.close()
 
 
 def remove(fault: PlannedFault, shape: Shape) -> None:
@@ -327,11 +327,11 @@ def remove(fault: PlannedFault, shape: Shape) -> None:
     elif fault.kind in APP_FAULTS:
         shape.services[target].chaos.clear()
     elif fault.kind == "consumer_stall":
-        cast(Any, shape.services[target]).unstall()
+        cast(Any, shape.services[target]).stall_gate.open()
     elif fault.kind == "broker_down":
         cast(Pipeline, shape).broker_up()
     elif fault.kind == "memory_alarm":
-        cast(Pipeline, shape).unblock()
+        cast(Pipeline, shape).alarm.open()
 
 
 def schedule(env: simpy.Environment, plan: list[PlannedFault], shape: Shape,
