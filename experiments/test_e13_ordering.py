@@ -23,7 +23,8 @@ moved the rate to 17% ± 1%; a machine busy with a compile beside the catalog me
 20%, hence the doubled scale), inside the 15% allowed. Every key sees it (each key's
 rate > 0); no order is lost.
 Redelivery: one consumer, prefetch 10, no work, its handler failing 5% of deliveries
-(seeded), 40 orders/s for 6 s; a failed message is nacked and requeued after 100 ms.
+(seeded, in place 0.5 s before the first order), 40 orders/s for 6 s; a failed message
+is nacked and requeued after 100 ms.
 Meanwhile r x 100 ms = 4 later orders (2 of each key) arrive in the consumer's prefetch
 buffer, ahead of the requeued one: every failed order is overtaken. The model replays
 the fault's seeded draws (one per delivery until all 240 orders passed): 21 handler
@@ -42,7 +43,7 @@ from dataclasses import replace
 import pytest
 
 from testbed.analysis import Hypotheses
-from testbed.load import constant
+from testbed.load import LoadProfile, constant, stepped
 from testbed.observe import RunResult
 from testbed.scenario import Experiment, Results, ServiceFault, Trial, fault
 from testbed.scenario import metrics as m
@@ -54,6 +55,7 @@ ORDERS = int(RATE * DURATION)
 CONSUMERS, W_MS, J_MS, DELIVERY_MS = 4, 40.0, 200.0, 2.0
 SINGLE_S = 12.0  # the single consumer's run: 30 orders
 SHORT_S = 6.0  # the redelivery run
+LEAD_IN_S = 0.5  # before its first order
 REDELIVERY_RATE, FAILURE_P, FAILURE_SEED, BACKOFF_MS, PREFETCH = 40, 0.05, 1, 100.0, 10
 RATE_CLAIM, EVERY_KEY_CLAIM = "out-of-order rate", "keys with orders out of order"
 
@@ -69,17 +71,19 @@ def results(experiment: Experiment) -> Results:
     redelivering = Knobs(prefetch=PREFETCH, error_backoff_ms=BACKOFF_MS)
     failing = fault("error_rate", "payments", at=0.0, p=FAILURE_P, seed=FAILURE_SEED)
 
-    def trial(key: str, knobs: Knobs, rate: float, duration: float,
-              *faults: ServiceFault) -> Trial:
+    def trial(key: str, knobs: Knobs, profile: LoadProfile, *faults: ServiceFault) -> Trial:
         # payments' knobs only: the model is payments' service time (the gateway's work
         # would reorder the orders before they reach the queue)
-        return Trial(key, async_pipeline(1, overrides={"payments": knobs}),
-                     constant(rate, duration), faults, {"drain_timeout_s": 10})
+        return Trial(key, async_pipeline(1, overrides={"payments": knobs}), profile, faults,
+                     {"drain_timeout_s": 10})
 
+    # the fault's draws must start with the first order's delivery, in the run and in
+    # the model: a quiet lead-in has the fault in place before any order
+    lead_in = stepped((LEAD_IN_S, 0), (SHORT_S, REDELIVERY_RATE))
     return experiment.trials([
-        trial("competing", replace(jittery, replicas=CONSUMERS), RATE, DURATION),
-        trial("single", jittery, RATE / CONSUMERS, SINGLE_S),
-        trial("redelivery", redelivering, REDELIVERY_RATE, SHORT_S, failing)])
+        trial("competing", replace(jittery, replicas=CONSUMERS), constant(RATE, DURATION)),
+        trial("single", jittery, constant(RATE / CONSUMERS, SINGLE_S)),
+        trial("redelivery", redelivering, lead_in, failing)])
 
 
 def rate(result: RunResult) -> float:
