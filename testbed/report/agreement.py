@@ -20,7 +20,8 @@ from testbed.analysis.hypotheses import MODEL, format_number
 from testbed.report.verdicts import experiment_of
 
 LOOSE = 3.0  # a bound looser than this many times the measured value says little
-REL, SMALL = 0.15, 2.0  # a point prediction agrees within 15%, or 2 units for small counts
+ZERO = 1e-9  # a prediction this small is zero (floating-point remains of a difference)
+REL, SMALL = 0.15, 2.0  # a point prediction agrees within 15%, or 2 for small counts
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Agreement:
     worst: float  # the largest |measured / predicted - 1| (NaN where predicted is 0)
     worst_abs: float  # the largest |measured - predicted|
     looseness: float  # bounds: limit / measured (upper) or measured / limit (lower)
+    counts: bool = False  # every predicted and measured value a whole number
 
     @property
     def quantitative(self) -> bool:
@@ -52,8 +54,12 @@ class Agreement:
 
     @property
     def agrees(self) -> bool:
-        """Within 15% (or 2 units) in every run."""
-        return self.worst_abs <= SMALL or (not math.isnan(self.worst) and self.worst <= REL)
+        """Within 15% in every run, or 2 units for small counts (whole numbers); a flag or
+        a text, equal in every run."""
+        if math.isnan(self.predicted):
+            return self.kind == "exact" and self.held == self.runs
+        return (not math.isnan(self.worst) and self.worst <= REL) or (
+            self.counts and self.worst_abs <= SMALL)
 
 
 def _kind(tolerance: str, predicted: object) -> str:
@@ -83,6 +89,7 @@ def agreement(history: pd.DataFrame, runs: int = 5) -> list[Agreement]:
     for (test, title, name), group in recent.groupby(["test", "title", "name"], sort=False):
         kind = _kind(str(group["tolerance_text"].iloc[-1]), group["predicted"].iloc[-1])
         p, m = group["p"], group["m"]
+        p = p.where(~(p.abs() <= ZERO), 0.0)  # a difference the model has at 0 (1e-16)
         ratio = [abs(b / a - 1) for a, b in zip(p, m, strict=True) if a and not math.isnan(a)]
         loose = ([a / b for a, b in zip(p, m, strict=True) if b > 0] if kind == "upper bound"
                  else [b / a for a, b in zip(p, m, strict=True) if a > 0]
@@ -92,7 +99,8 @@ def agreement(history: pd.DataFrame, runs: int = 5) -> list[Agreement]:
             MODEL if (group["source"] == MODEL).all() else "hand", len(group),
             int(group["passed"].sum()), float(p.median()), float(m.median()),
             float(m.min()), float(m.max()), max(ratio) if ratio else math.nan,
-            float((m - p).abs().max()), max(loose) if loose else math.nan))
+            float((m - p).abs().max()), max(loose) if loose else math.nan,
+            bool(((p % 1 == 0) & (m % 1 == 0)).all())))
     return found
 
 
@@ -122,7 +130,7 @@ def agreement_markdown(rows: list[Agreement], runs: int) -> str:
              f"({share:.0%}) are point predictions from the model and {figures['bounds']} "
              f"bounds ({figures['loose_bounds']} looser than {LOOSE:g}x the measured value). "
              f"{figures['agree']} of the {figures['model_points']} model predictions land "
-             f"within {REL:.0%} (or {SMALL:g} units) of the measured value in every run; "
+             f"within {REL:.0%} (or {SMALL:g} for counts) of the measured value in every run; "
              f"{figures['held_every_run']} held within their own tolerance in every run.", ""]
     for experiment in dict.fromkeys(r.experiment for r in rows):
         lines += [f"### {experiment}", "",

@@ -172,7 +172,9 @@ def model_note(runs: list[RunResult]) -> str:
     simulated = [r for r in runs if r.meta.get("simulated") and "model" in r.meta]
     if simulated:
         model = simulated[0].meta["model"]
-        return (f"Simulated by testbed.model (SimPy, seed {model.get('seed')}); calibration: "
+        made = ("Predicted by testbed.model before the run (SimPy, seed"
+                if len(simulated) < len(runs) else "Simulated by testbed.model (SimPy, seed")
+        return (f"{made} {model.get('seed')}); calibration: "
                 f"{_constants(model.get('calibration', {}))}; "
                 f"{model.get('calibration_source', 'defaults')}.")
     kept = next((r.meta["calibration"] for r in runs if "calibration" in r.meta), None)
