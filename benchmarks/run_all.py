@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import bench_catalog
+import bench_kafka
 import bench_load
 import bench_model
 import bench_suite
 import bench_topology
 import bench_toxiproxy
+import bench_tracing
 from figures import Figure, text_table, write_results
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +45,9 @@ def main() -> int:
             200 if args.quick else 2000)),
         ("load generator", bench_load.measure),
         ("the model (simulation speed)", lambda: bench_model.measure(hour=not args.quick)),
+        ("Kafka against RabbitMQ: boot and round trip", lambda: bench_kafka.measure(
+            boots=1 if args.quick else 3, messages=100 if args.quick else 500)),
+        ("the cost of tracing", lambda: bench_tracing.measure(200 if args.quick else 1000)),
     ]
     if not args.skip_suite:
         sections.append(("flagship suite and controller memory", bench_suite.measure))

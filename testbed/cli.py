@@ -66,6 +66,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.tracing and args.runtime != "local":
+        print(f"--tracing: the {args.runtime} runtime does not trace. Fix: leave --tracing "
+              "out, or use --runtime local", file=sys.stderr)
+        return 2
     topologies = _topologies(args)  # validate everything before starting anything
     if args.detach:
         return _up_detached(args)
@@ -73,12 +77,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with get_runtime(args.runtime, run_id=args.run_id or new_run_id()) as runtime:
+        options = {"tracing": True} if args.tracing else {}
+        with get_runtime(args.runtime, run_id=args.run_id or new_run_id(),
+                         **options) as runtime:
             endpoints = {}
             for topology in topologies:
                 deployment = runtime.deploy(topology)
                 endpoints[topology.name] = deployment.endpoints()
             state = {"run_id": runtime.run_id, "pid": os.getpid(), "endpoints": endpoints}
+            if args.tracing:
+                state["jaeger"] = runtime.jaeger().query_url  # type: ignore[attr-defined]
             (run_dir(runtime.run_id) / UP_STATE).write_text(json.dumps(state))
             _print_endpoints(state)
             print("Press Ctrl-C (or run `testbed down`) to tear down.", flush=True)
@@ -103,6 +111,8 @@ def _print_endpoints(state: dict[str, object]) -> None:
     for topology, services in endpoints.items():
         print(f"Send an order to {topology}: curl -s -X POST {services['gateway']}/orders "
               "-H 'Content-Type: application/json' -d '{\"order_id\": \"o-1\"}'")
+    if state.get("jaeger"):
+        print(f"Traces (Jaeger's query API): {state['jaeger']}/api/traces?service=gateway")
     sys.stdout.flush()
 
 
@@ -114,6 +124,8 @@ def _up_detached(args: argparse.Namespace) -> int:
                                                                   "--depth", str(args.depth)]
     for pair in args.port:
         argv += ["--port", pair]
+    if args.tracing:
+        argv.append("--tracing")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"testbed-up-{run_id}.log"
     with log.open("wb") as out:
         child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
@@ -360,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", action="store_true", help="run in the background")
     up.add_argument("--duration", type=float, default=0,
                     help="tear down by itself after this many seconds")
+    up.add_argument("--tracing", action="store_true",
+                    help="local runtime: trace every service to a private Jaeger (its "
+                         "query API's URL is printed)")
     up.add_argument("--run-id", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 

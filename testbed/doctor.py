@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from testbed.components.binaries import EPMD, RABBITMQ, TOXIPROXY, rabbitmq_version
+from testbed.components.binaries import (
+    EPMD,
+    JAEGER,
+    JAVA,
+    KAFKA_INSTALL_HINT,
+    RABBITMQ,
+    TOXIPROXY,
+    find_kafka_libs,
+    java_version,
+    kafka_install_dir,
+    kafka_version,
+    rabbitmq_version,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,20 @@ def examine() -> list[Finding]:
                 TOXIPROXY.install_hint),
         Finding("rabbitmq-server", RABBITMQ.find(), rabbitmq_version(), RABBITMQ.install_hint),
         Finding("epmd", EPMD.find(), "erlang" if EPMD.find() else None, EPMD.install_hint),
+        *kafka_findings(),
+        Finding("jaeger", JAEGER.find(), JAEGER.version(), JAEGER.install_hint),
+    ]
+
+
+def kafka_findings() -> list[Finding]:
+    """Java (which runs the Kafka broker) and the Kafka jars with their version."""
+    libs = find_kafka_libs()
+    version = kafka_version()
+    return [
+        Finding("java", JAVA.find(), java_version(), JAVA.install_hint),
+        Finding("kafka jars", str(libs) if libs else None,
+                f"kafka {version}" if version else None,
+                KAFKA_INSTALL_HINT.format(libs=kafka_install_dir())),
     ]
 
 

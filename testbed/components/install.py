@@ -3,6 +3,10 @@
 Toxiproxy: ``go install`` of the pinned server into the active environment's bin/
 as ``toxiproxy-server``. RabbitMQ: Debian's rabbitmq-server through apt-get (as root),
 with service start-up blocked during the install, since the testbed runs its own node.
+Kafka: its pinned jars and their runtime dependencies from Maven Central, copied by
+``mvn dependency:copy-dependencies`` (kafka.pom.xml) into the environment's share/.
+Jaeger: built from the Go module proxy as a tool of a throwaway module (its go.mod has
+a replace directive, so ``go install`` refuses it), into bin/ beside toxiproxy-server.
 """
 
 from __future__ import annotations
@@ -14,8 +18,25 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from testbed.components.binaries import RABBITMQ, TOXIPROXY, TOXIPROXY_MODULE
+from testbed.components.binaries import (
+    JAEGER,
+    JAEGER_MODULE,
+    JAEGER_PACKAGE,
+    JAEGER_VERSION,
+    JAVA,
+    KAFKA_ARTIFACT,
+    KAFKA_COMPLETE,
+    KAFKA_POM,
+    KAFKA_VERSION,
+    MAVEN,
+    RABBITMQ,
+    TOXIPROXY,
+    TOXIPROXY_MODULE,
+    find_kafka_libs,
+    kafka_install_dir,
+)
 from testbed.errors import ComponentError
 
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
@@ -78,6 +99,58 @@ def go_build(module: str, package: str, target: Path, what: str, ldflags: str = 
         return place_binary(built, target)
 
 
+def _go_json(go: str, argv: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run a ``go`` subcommand that prints JSON and parse it; errors name the fix."""
+    print("+ " + " ".join([go, *argv]), flush=True)
+    try:
+        done = subprocess.run([go, *argv], capture_output=True, text=True, check=True,
+                              env=env, timeout=900)
+        parsed: dict[str, Any] = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        said = (getattr(exc, "stdout", None) or getattr(exc, "stderr", None) or "").strip()
+        raise ComponentError(f"`go {' '.join(argv)}` failed for {what}: {exc} {said[-500:]}."
+                             " Fix: check `go env GOPROXY` and that the proxy answers") from exc
+    return parsed
+
+
+def go_build_tool(module: str, version: str, package: str, target: Path, what: str,
+                  ldflags: str = "") -> Path:
+    """Build ``package`` of ``module@version`` as a tool of a throwaway module (``go get
+    -tool``, then ``go build``): for modules ``go install`` refuses because their go.mod
+    has replace directives. Those directives are copied into the throwaway module first
+    (all but local-directory ones), so the build resolves the versions upstream pins."""
+    go = require_go(what)
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    info = _go_json(go, ["mod", "download", "-json", f"{module}@{version}"], env, what)
+    if "GoMod" not in info:
+        raise ComponentError(f"cannot download {module}@{version} from the Go module proxy: "
+                             f"{info.get('Error', 'no go.mod in the answer')}. Fix: check "
+                             "`go env GOPROXY` and that the proxy answers")
+    upstream = _go_json(go, ["mod", "edit", "-json", info["GoMod"]], env, what)
+    with tempfile.TemporaryDirectory(prefix="testbed-gotool-") as work:
+        run_command([go, "-C", work, "mod", "init", "testbed.local/gotool"], env=env)
+        for replace in upstream.get("Replace") or []:
+            old, new = replace["Old"], replace["New"]
+            if not new.get("Version"):
+                continue  # a directory inside upstream's repository: not reachable here
+            old_ref = old["Path"] + (f"@{old['Version']}" if old.get("Version") else "")
+            run_command([go, "-C", work, "mod", "edit",
+                         f"-replace={old_ref}={new['Path']}@{new['Version']}"], env=env)
+        run_command([go, "-C", work, "get", "-tool", f"{package}@{version}"], env=env)
+        built = Path(work) / "bin" / target.name
+        run_command([go, "-C", work, "build", "-trimpath", f"-ldflags={ldflags}", "-o",
+                     str(built), package], env=env)
+        return place_binary(built, target)
+
+
+def install_jaeger() -> Path:
+    """Jaeger v2 (the all-in-one ``jaeger`` binary) beside toxiproxy-server."""
+    version_var = f"{JAEGER_MODULE}/internal/version.latestVersion"
+    return go_build_tool(JAEGER_MODULE, JAEGER_VERSION, JAEGER_PACKAGE,
+                         Path(sys.prefix) / "bin" / "jaeger", "jaeger",
+                         ldflags=f"-s -w -X {version_var}={JAEGER_VERSION}")
+
+
 def install_toxiproxy() -> Path:
     return go_install(TOXIPROXY_MODULE, "server", Path(sys.prefix) / "bin" / "toxiproxy-server",
                       "toxiproxy-server")
@@ -108,6 +181,37 @@ def install_rabbitmq() -> None:
     apt_install("rabbitmq-server", "rabbitmq-server is missing")
 
 
+def install_kafka(target: Path | None = None) -> Path:
+    """Copy the pinned Kafka jars (with every runtime dependency) into ``target`` with
+    Maven. The copy goes to a staging directory renamed into place, and a marker is
+    written last, so an interrupted setup is redone rather than taken for whole."""
+    target = target or kafka_install_dir()
+    why = f"Kafka's jars are missing ({target})"
+    if JAVA.find() is None:
+        apt_install("openjdk-17-jre-headless", f"{why} and java, which runs them, is missing")
+    if MAVEN.find() is None:
+        apt_install("maven", f"{why} and mvn, which fetches them from Maven Central, is "
+                             "missing (or set $TESTBED_KAFKA_LIBS to a Kafka tarball's libs/)")
+    mvn = MAVEN.require()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".libs-", dir=target.parent))
+    try:
+        run_command([mvn, "-q", "-B", "-f", str(KAFKA_POM), f"-Dkafka.version={KAFKA_VERSION}",
+                     "dependency:copy-dependencies", "-DincludeScope=runtime",
+                     f"-DoutputDirectory={staging}"])
+        if not (staging / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+            raise ComponentError(f"mvn did not fetch {KAFKA_ARTIFACT} into {staging}. Fix: "
+                                 "check that Maven Central answers (mvn -B dependency:get "
+                                 f"-Dartifact={KAFKA_ARTIFACT})")
+        (staging / KAFKA_COMPLETE).write_text(KAFKA_ARTIFACT + "\n")
+        if target.exists():  # an incomplete copy from an interrupted setup
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def setup() -> list[str]:
     """Install what is missing; returns what was installed."""
     done = []
@@ -116,4 +220,8 @@ def setup() -> list[str]:
     if RABBITMQ.find() is None:
         install_rabbitmq()
         done.append("rabbitmq-server (Debian package)")
+    if find_kafka_libs() is None:
+        done.append(f"{KAFKA_ARTIFACT} jars -> {install_kafka()}")
+    if JAEGER.find() is None:
+        done.append(f"jaeger {JAEGER_VERSION} -> {install_jaeger()}")
     return done

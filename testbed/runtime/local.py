@@ -2,12 +2,15 @@
 
 One LocalRuntime is one run: it owns a run directory, a watchdog, one Toxiproxy server
 and (when an async topology needs it) one private RabbitMQ node, shared by all its
-deployments. Each deployment gets its own vhost, proxies (prefixed with its id) and
-ports. A failed deploy undoes whatever it had started before re-raising.
+deployments. With ``tracing=True`` it also runs a private Jaeger and tells every service
+it deploys the OTLP endpoint, so each one traces to it. Each deployment gets its own
+vhost, proxies (prefixed with its id) and ports. A failed deploy undoes whatever it had
+started before re-raising.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import sys
@@ -15,7 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from testbed.components.binaries import EPMD, RABBITMQ, TOXIPROXY
+from testbed.components.binaries import EPMD, JAEGER, RABBITMQ, TOXIPROXY
+from testbed.components.jaeger import JaegerPorts, JaegerServer
 from testbed.components.process import ManagedProcess
 from testbed.components.rabbitmq import RabbitNode
 from testbed.components.readiness import http_ok, wait_until
@@ -89,10 +93,13 @@ class LocalRuntime(RunLifecycle):
 
     name = "local"
 
-    def __init__(self, run_id: str | None = None) -> None:
+    def __init__(self, run_id: str | None = None, tracing: bool = False) -> None:
         super().__init__(run_id)
         self._toxiproxy: ToxiproxyServer | None = None
         self._broker: RabbitNode | None = None
+        # Read at each deploy: a deployment made while it is False is not traced.
+        self.tracing = tracing
+        self._jaeger: JaegerServer | None = None
 
     # -- lifecycle hooks -------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class LocalRuntime(RunLifecycle):
             self._broker.stop()
         if self._toxiproxy is not None:
             self._toxiproxy.stop()
+        if self._jaeger is not None:
+            self._jaeger.stop()
 
     # -- shared components -----------------------------------------------------------------
 
@@ -134,6 +143,20 @@ class LocalRuntime(RunLifecycle):
             self._broker = node
         return self._broker
 
+    def jaeger(self) -> JaegerServer:
+        """The run's private Jaeger (OTLP in, query API out), started on first use."""
+        run_dir = self._require_open()
+        if self._jaeger is None:
+            ports = JaegerPorts(*(allocate_port(self.run_id) for _ in range(4)))
+            server = JaegerServer(self.run_id, run_dir, ports)
+            try:
+                self.timings["jaeger_boot_s"] = server.start()
+            except BaseException:
+                server.stop()
+                raise
+            self._jaeger = server
+        return self._jaeger
+
     # -- deploy ----------------------------------------------------------------------------
 
     def _preflight(self, topology: Topology) -> None:
@@ -149,6 +172,8 @@ class LocalRuntime(RunLifecycle):
         if topology.needs_broker:
             RABBITMQ.require()
             EPMD.require()
+        if self.tracing:
+            JAEGER.require()
 
     def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
         run_dir = self._require_open()
@@ -163,6 +188,7 @@ class LocalRuntime(RunLifecycle):
 
         toxiproxy = self.toxiproxy() if topology.proxied_links else None
         broker_access = self._setup_broker(topology, deployment_id, undo)
+        otlp_endpoint = self.jaeger().otlp_http_url if self.tracing else None
 
         proxies: dict[str, ProxyEndpoint] = {}
         for link in topology.proxied_links:
@@ -184,6 +210,9 @@ class LocalRuntime(RunLifecycle):
         for spec in topology.services:
             config = self._service_config(topology, spec.name, ports, proxies, broker_access,
                                           services_dir)
+            if otlp_endpoint is not None:
+                config = dataclasses.replace(config, otlp_endpoint=otlp_endpoint,
+                                             deployment_id=deployment_id)
             config_path = config.write(services_dir / f"{spec.name}.json")
             process = ManagedProcess(
                 f"{deployment_id}.{spec.name}",
@@ -192,7 +221,9 @@ class LocalRuntime(RunLifecycle):
             services[spec.name] = LocalService(spec.name, process, ports[spec.name])
 
         for service in services.values():
-            undo.push(service.process.kill)
+            # Traced, a teardown is a SIGTERM: the service then exports the spans it holds.
+            undo.push(service.process.kill if otlp_endpoint is None
+                      else functools.partial(service.process.stop, 3.0))
             service.process.start()
         with ThreadPoolExecutor(max_workers=len(services)) as pool:
             for future in [pool.submit(s.wait_ready) for s in services.values()]:

@@ -1,7 +1,9 @@
 """Removing what a run left behind: its tagged processes, port reservations and files.
 
 Shared by the watchdog (one run, right after its controller died) and ``testbed gc``
-(every run whose controller is gone).
+(every run whose controller is gone). Brokers need no case of their own: RabbitMQ's VM
+and epmd, Kafka's JVM and its format tool are found by the run id in their environment
+like any other process of the run, and their data lives in the run directory.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pika
 
 from testbed.services.config import AmqpTarget
@@ -16,3 +19,12 @@ def connection_parameters(target: AmqpTarget, heartbeat_s: int) -> pika.Connecti
 
 
 PERSISTENT = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+
+
+def with_headers(properties: pika.BasicProperties,
+                 extra: Mapping[str, Any]) -> pika.BasicProperties:
+    """A copy of ``properties`` with ``extra`` added to its headers (a copy, because
+    PERSISTENT is shared by every publish of the process)."""
+    fields = dict(vars(properties))
+    fields["headers"] = {**(properties.headers or {}), **extra}
+    return pika.BasicProperties(**fields)

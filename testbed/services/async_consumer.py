@@ -28,6 +28,7 @@ from testbed.services.config import ServiceConfig
 from testbed.services.crash import CrashPoints
 from testbed.services.ledger import Ledger
 from testbed.services.stats import Stats
+from testbed.services.tracing import OFF, Tracing, order_of, tracing_for
 from testbed.services.work import ServiceTime
 from testbed.services.wsgi import Environ, Handler, Reply, make_app, serve
 
@@ -41,7 +42,7 @@ class HandlerFailure(Exception):
 
 class Consumer:
     def __init__(self, config: ServiceConfig, stats: Stats, ledger: Ledger,
-                 chaos: AppChaos, crash: CrashPoints) -> None:
+                 chaos: AppChaos, crash: CrashPoints, tracing: Tracing = OFF) -> None:
         assert config.amqp is not None and config.queue is not None
         self.config = config
         self.knobs = config.knobs
@@ -54,6 +55,7 @@ class Consumer:
         self._lock = threading.Lock()
         self.stalled = threading.Event()
         self.service_time = ServiceTime(config.knobs, config.name)
+        self.tracing = tracing
 
     @property
     def consuming(self) -> bool:
@@ -61,6 +63,17 @@ class Consumer:
             return len(self._consuming) == self.knobs.replicas
 
     def on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        """One delivery; traced, a consumer span (a new trace unless the context came in
+        the message's headers and trace_propagation is on)."""
+        if not self.tracing.enabled:
+            self.process(channel, method, props, body)
+            return
+        with self.tracing.consume(self.config.queue or "", props.headers,
+                                  self.knobs.trace_propagation) as span:
+            span.set("messaging.rabbitmq.redelivered", bool(method.redelivered))
+            self.process(channel, method, props, body)
+
+    def process(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         self.stats.count("received")
         if method.redelivered:
             self.stats.count("redelivered")
@@ -71,10 +84,12 @@ class Consumer:
                 channel.connection.sleep(0.05)
             try:
                 order = self.handle(body)
-            except HandlerFailure:
+            except HandlerFailure as exc:
                 self.stats.count("handler_errors")
+                self.tracing.fail_current(f"handler failed: {exc}")
                 self.fail(channel, method, props, body)
                 return
+            self.tracing.tag_order(order["order_id"])
             self.side_effect(order["order_id"])
             self.crash.reached(AFTER_PROCESS)
             self.forward(channel, props, body)
@@ -113,12 +128,28 @@ class Consumer:
             properties = pika.BasicProperties(
                 content_type="application/json", delivery_mode=2,
                 reply_to=props.reply_to, correlation_id=props.correlation_id)
-            channel.basic_publish(self.config.amqp.exchange, self.config.publishes, body,
-                                  properties=properties, mandatory=True)
+            self.publish(channel, self.config.amqp.exchange, self.config.publishes, body,
+                         properties, mandatory=True)
         elif props.reply_to:
-            channel.basic_publish("", props.reply_to, body, properties=pika.BasicProperties(
+            self.publish(channel, "", props.reply_to, body, pika.BasicProperties(
                 content_type="application/json", correlation_id=props.correlation_id))
             self.stats.count("replies")
+
+    def publish(self, channel: Any, exchange: str, routing_key: str, body: bytes,
+                properties: pika.BasicProperties, mandatory: bool = False) -> None:
+        """basic_publish; traced, inside a producer span that, with trace_propagation,
+        puts the trace context into the message's headers."""
+        if not self.tracing.enabled:
+            channel.basic_publish(exchange, routing_key, body, properties=properties,
+                                  mandatory=mandatory)
+            return
+        headers: dict[str, Any] = {}
+        with self.tracing.publish(exchange, routing_key, headers,
+                                  self.knobs.trace_propagation, order_of(body)):
+            if headers:
+                properties.headers = {**(properties.headers or {}), **headers}
+            channel.basic_publish(exchange, routing_key, body, properties=properties,
+                                  mandatory=mandatory)
 
     def fail(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         """What a failed message does next, per the knobs. The backoff keeps a requeue
@@ -130,8 +161,8 @@ class Consumer:
             retry = pika.BasicProperties(
                 content_type="application/json", delivery_mode=2, headers=headers,
                 reply_to=props.reply_to, correlation_id=props.correlation_id)
-            channel.basic_publish("", f"{self.config.queue}.retry", body, properties=retry,
-                                  mandatory=True)
+            self.publish(channel, "", f"{self.config.queue}.retry", body, retry,
+                         mandatory=True)
             channel.basic_ack(method.delivery_tag)
             self.stats.count("retries_scheduled")
             return
@@ -189,11 +220,12 @@ def run(config: ServiceConfig) -> None:
     ledger = Ledger(Path(config.ledger_path))
     chaos = AppChaos(config.name)
     crash = CrashPoints(config.name, (AFTER_PROCESS,))
-    consumer = Consumer(config, stats, ledger, chaos, crash)
+    tracing = tracing_for(config)
+    consumer = Consumer(config, stats, ledger, chaos, crash, tracing)
     routes = common_routes(stats, ledger, healthy=lambda: consumer.consuming)
     routes.update(stall_routes(consumer))
     routes.update(crash.routes())
-    app = make_app(routes, stats, chaos)
+    app = make_app(routes, stats, chaos, tracing)
     threading.Thread(target=serve, args=(app, config.host, config.port, 2, 16),
                      name="http", daemon=True).start()
     for replica in range(1, config.knobs.replicas):

@@ -24,13 +24,14 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from testbed.services.amqp import PERSISTENT, connection_parameters
+from testbed.services.amqp import PERSISTENT, connection_parameters, with_headers
 from testbed.services.common import common_routes, parse_order
 from testbed.services.config import ServiceConfig
 from testbed.services.crash import CrashPoints
 from testbed.services.ledger import Ledger
 from testbed.services.outbox import OutboxStore, relay_forever
 from testbed.services.stats import Stats
+from testbed.services.tracing import OFF, Tracing, order_of, tracing_for
 from testbed.services.work import ServiceTime
 from testbed.services.wsgi import Environ, Reply, make_app, serve
 
@@ -45,12 +46,14 @@ class NoReply(Exception):
 class Publisher:
     """Per-thread confirmed publishing to the topology's exchange."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, tracing: Tracing = OFF) -> None:
         assert config.amqp is not None and config.publishes is not None
         self.target = config.amqp
         self.routing_key = config.publishes
         self.params = connection_parameters(config.amqp, config.knobs.heartbeat_s)
         self._local = threading.local()
+        self.tracing = tracing
+        self.propagate = config.knobs.trace_propagation
 
     def _channel(self) -> Any:
         channel = getattr(self._local, "channel", None)
@@ -71,7 +74,18 @@ class Publisher:
 
     def publish(self, body: bytes, properties: pika.BasicProperties = PERSISTENT) -> None:
         """Publish and wait for the broker's confirm; one reconnect on a stale channel.
-        A refusal by the broker (NackError: a full queue) is raised at once."""
+        A refusal by the broker (NackError: a full queue) is raised at once. Traced, it
+        is one producer span (reconnect included), carrying the context when told to."""
+        if self.tracing.enabled:
+            headers: dict[str, Any] = {}
+            with self.tracing.publish(self.target.exchange, self.routing_key, headers,
+                                      self.propagate, order_of(body)):
+                self._publish(body, with_headers(properties, headers) if headers
+                              else properties)
+        else:
+            self._publish(body, properties)
+
+    def _publish(self, body: bytes, properties: pika.BasicProperties) -> None:
         for attempt in (1, 2):
             try:
                 self._channel().basic_publish(self.target.exchange, self.routing_key, body,
@@ -122,7 +136,8 @@ class Publisher:
 def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     knobs = config.knobs
     stats = Stats(config.name, config.role, knobs.pool_size)
-    publisher = Publisher(config)
+    tracing = tracing_for(config)
+    publisher = Publisher(config, tracing)
     crash = CrashPoints(config.name, (AFTER_WRITE,))
     store = OutboxStore(Path(config.ledger_path + ".db")) if knobs.outbox else None
     ledger = store if store is not None else Ledger(Path(config.ledger_path))
@@ -154,6 +169,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
 
     def place_order(environ: Environ) -> Reply:
         order = parse_order(environ)
+        tracing.tag_order(order["order_id"])
         stats.count("received")
         # The same work as the sync gateway spends (work_ms), so a paired flow compares
         # equal work and differs only in how the rest of the chain is reached.
@@ -177,10 +193,10 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     routes[("POST", "/orders")] = place_order
     routes.update(crash.routes())
     if store is not None:
-        relay = Publisher(config)
+        relay = Publisher(config, tracing)  # its spans start traces of their own
         threading.Thread(target=relay_forever, name="outbox-relay", daemon=True,
                          args=(store, relay.publish, relay.drop, stats.count)).start()
-    return make_app(routes, stats)
+    return make_app(routes, stats, tracing=tracing)
 
 
 def run(config: ServiceConfig) -> None:

@@ -36,6 +36,9 @@ class ServiceConfig:
     consumes: str | None = None
     publishes: str | None = None
     queue: str | None = None
+    # Tracing (testbed.services.tracing): off unless the runtime runs a Jaeger for the run.
+    otlp_endpoint: str | None = None  # OTLP/HTTP base URL, e.g. http://127.0.0.1:4318
+    deployment_id: str | None = None  # put on every span's resource, beside service.name
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

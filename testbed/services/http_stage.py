@@ -16,6 +16,7 @@ from testbed.services.config import ServiceConfig
 from testbed.services.ledger import Ledger
 from testbed.services.resilience import BreakerOpen, Downstream, DownstreamFailure
 from testbed.services.stats import Stats
+from testbed.services.tracing import tracing_for
 from testbed.services.work import ServiceTime
 from testbed.services.wsgi import Environ, Reply, make_app, serve
 
@@ -24,7 +25,8 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     knobs = config.knobs
     stats = Stats(config.name, config.role, knobs.pool_size)
     ledger = Ledger(Path(config.ledger_path))
-    downstream = (Downstream(config.name, config.downstream_url, knobs, stats)
+    tracing = tracing_for(config)
+    downstream = (Downstream(config.name, config.downstream_url, knobs, stats, tracing)
                   if config.downstream_url else None)
     service_time = ServiceTime(knobs, config.name)
     reserve_s = knobs.deadline_reserve_ms / 1000.0
@@ -36,6 +38,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
 
     def place_order(environ: Environ) -> Reply:
         order = parse_order(environ)
+        tracing.tag_order(order["order_id"])
         stats.count("received")
         deadline = deadlines.read(environ) if knobs.deadline else None
         if deadline is not None and (left := deadlines.remaining(deadline)) < reserve_s:
@@ -60,7 +63,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
 
     routes = common_routes(stats, ledger)
     routes[("POST", "/orders")] = place_order
-    return make_app(routes, stats)
+    return make_app(routes, stats, tracing=tracing)
 
 
 def run(config: ServiceConfig) -> None:

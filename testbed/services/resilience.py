@@ -18,6 +18,7 @@ import tenacity
 
 from testbed.services import deadline as deadlines
 from testbed.services.stats import Stats
+from testbed.services.tracing import OFF, ORDER_ID, Tracing
 from testbed.topology.model import Knobs
 
 
@@ -48,11 +49,13 @@ def _cause(response: requests.Response) -> str:
 class Downstream:
     """Calls the next hop with a per-thread keep-alive session and the hop's knobs."""
 
-    def __init__(self, name: str, base_url: str, knobs: Knobs, stats: Stats) -> None:
+    def __init__(self, name: str, base_url: str, knobs: Knobs, stats: Stats,
+                 tracing: Tracing = OFF) -> None:
         self.name = name
         self.url = base_url.rstrip("/") + "/orders"
         self.knobs = knobs
         self.stats = stats
+        self.tracing = tracing
         self._local = threading.local()
         self.breaker = (pybreaker.CircuitBreaker(fail_max=knobs.breaker_failures,
                                                  reset_timeout=knobs.breaker_reset_s,
@@ -87,22 +90,26 @@ class Downstream:
             timeout = max(0.001, min(timeout, deadlines.remaining(deadline)))
             headers = deadlines.forward(deadline)
         self.stats.count("downstream_calls")
-        try:
-            response = self._session().post(self.url, json=order, timeout=timeout,
-                                            headers=headers)
-        except requests.Timeout as exc:
-            self.stats.count("downstream_timeouts")
-            raise DownstreamFailure(504, f"{self.name}: downstream timed out after "
-                                         f"{round(timeout, 3)} s") from exc
-        except requests.ConnectionError as exc:
-            self.stats.count("downstream_errors")
-            raise DownstreamFailure(502, f"{self.name}: downstream unreachable: "
-                                         f"{type(exc).__name__}") from exc
-        if response.status_code != 200:
-            self.stats.count("downstream_errors")
-            raise DownstreamFailure(502, f"{self.name}: downstream answered "
-                                         f"{response.status_code} ({_cause(response)})")
-        return dict(response.json())
+        # One client span per attempt (a retry is a new one); it puts traceparent in headers.
+        with self.tracing.client("POST", self.url, headers) as span:
+            try:
+                response = self._session().post(self.url, json=order, timeout=timeout,
+                                                headers=headers)
+            except requests.Timeout as exc:
+                self.stats.count("downstream_timeouts")
+                raise DownstreamFailure(504, f"{self.name}: downstream timed out after "
+                                             f"{round(timeout, 3)} s") from exc
+            except requests.ConnectionError as exc:
+                self.stats.count("downstream_errors")
+                raise DownstreamFailure(502, f"{self.name}: downstream unreachable: "
+                                             f"{type(exc).__name__}") from exc
+            span.set("http.response.status_code", response.status_code)
+            span.set(ORDER_ID, str(order.get("order_id")))
+            if response.status_code != 200:
+                self.stats.count("downstream_errors")
+                raise DownstreamFailure(502, f"{self.name}: downstream answered "
+                                             f"{response.status_code} ({_cause(response)})")
+            return dict(response.json())
 
     def _guarded(self, order: dict[str, Any], deadline: float | None) -> dict[str, Any]:
         if deadline is not None and deadlines.remaining(deadline) <= 0:

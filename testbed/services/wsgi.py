@@ -15,6 +15,7 @@ from waitress.server import create_server
 from testbed.services.chaos import AppChaos
 from testbed.services.reply import Environ, Handler, Reply, StartResponse, read_json
 from testbed.services.stats import Stats
+from testbed.services.tracing import NO_SPAN, OFF, Tracing
 
 __all__ = ["Environ", "Handler", "Reply", "make_app", "read_json", "serve"]
 
@@ -27,11 +28,12 @@ WsgiApp = Callable[..., Iterable[bytes]]
 
 
 def make_app(routes: dict[tuple[str, str], Handler], stats: Stats,
-             chaos: AppChaos | None = None) -> WsgiApp:
+             chaos: AppChaos | None = None, tracing: Tracing = OFF) -> WsgiApp:
     """A WSGI app dispatching on (method, path); every request counts as in flight.
 
     Every app carries application faults (testbed.services.chaos) and their
     /admin/fault routes, checked before any handler, so every service role has them.
+    With tracing on, each business request (not a probe, not /admin) is a server span.
     """
     chaos = chaos or AppChaos(stats.name, {path for _, path in routes})
     routes = {**routes, **chaos.routes()}
@@ -41,7 +43,11 @@ def make_app(routes: dict[tuple[str, str], Handler], stats: Stats,
         path = environ.get("PATH_INFO", "")
         handler = routes.get((method, path))
         # Only business requests count as in flight; probes (GET) would blur saturation.
-        with stats.busy() if method != "GET" else contextlib.nullcontext():
+        business = method != "GET"
+        traced = tracing.enabled and business and not path.startswith("/admin")
+        server_span = (tracing.server(environ, method, path) if traced
+                       else contextlib.nullcontext(NO_SPAN))
+        with (stats.busy() if business else contextlib.nullcontext()), server_span as span:
             injected = chaos.check(method, path)
             if injected is not None:
                 stats.count("injected_errors")
@@ -53,6 +59,11 @@ def make_app(routes: dict[tuple[str, str], Handler], stats: Stats,
                     reply = handler(environ)
                 except ValueError as exc:
                     reply = Reply(400, {"error": f"bad request: {exc}"})
+            if traced:
+                span.set("http.response.status_code", reply.status)
+                if reply.status >= 500:
+                    span.fail(str(reply.body.get("error", reply.status))
+                              if isinstance(reply.body, dict) else str(reply.status))
         body = json.dumps(reply.body).encode()
         start_response(f"{reply.status} {_REASONS.get(reply.status, 'Status')}",
                        [("Content-Type", "application/json"),

@@ -79,6 +79,9 @@ class Knobs:
     replicas: int = 1  # async consumer: competing consumers on the queue (own channels)
     outbox: bool = False  # async gateway: order + event in one local transaction, relayed
     request_reply: bool = False  # async gateway: wait (timeout_s) for the last stage's reply
+    # Tracing (only when the runtime traces the run): carry the trace context in AMQP
+    # message headers, so a consumer's span joins the publisher's trace.
+    trace_propagation: bool = False
     # Container resources (docker runtime only; the local runtime refuses them):
     cpus: float | None = None  # CPU limit of the service's container, e.g. 0.5
     memory_mb: int | None = None  # memory limit of the service's container
@@ -117,7 +120,7 @@ class Knobs:
             raise TopologyError("knobs.replicas", f"{self.replicas!r} is not allowed",
                                 "give a whole number from 1 to 8")
         for name in ("idempotent", "outbox", "request_reply", "retry_jitter", "dead_letter",
-                     "deadline"):
+                     "deadline", "trace_propagation"):
             if not isinstance(getattr(self, name), bool):
                 raise TopologyError(f"knobs.{name}", f"{getattr(self, name)!r} is not allowed",
                                     "give true or false")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -126,18 +127,21 @@ def test_a_bad_scenario_file_is_refused_before_anything_starts(tmp_path: Path) -
     folder.mkdir()
     bad = folder / "bad.toml"
     bad.write_text(BAD_SCENARIO)
-    before = {d for d, _ in runs.known_runs()}
+    # a state root of its own: the other workers' runs must not count as this one's
+    home = tmp_path / "state"
+    env = {**os.environ, runs.STATE_ROOT_ENV: str(home)}
     done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(bad),
                            "--report-dir", str(tmp_path / "reports")],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
     assert done.returncode != 0
     assert "bad.toml: field 'faults[0]'" in done.stderr, done.stderr
     assert "no service 'emails'" in done.stderr and "Fix:" in done.stderr
     collected = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                                 "--collect-only", "-q", str(bad), "--rootdir", str(tmp_path)],
                                capture_output=True, text=True, timeout=120, check=False,
-                               cwd=tmp_path)
+                               cwd=tmp_path, env=env)
     assert collected.returncode != 0
     assert "field 'faults[0]'" in collected.stdout + collected.stderr
-    assert {d for d, _ in runs.known_runs()} <= before, "a run was started"
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir()), \
+        "a run was started"
     assert not (tmp_path / "reports" / "runs").exists()

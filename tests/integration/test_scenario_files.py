@@ -70,7 +70,8 @@ def test_a_scenario_file_with_model_predictions_runs_and_reports(tmp_path: Path)
     assert (runs / "sync_model" / "meta.json").exists()  # the model's runs, kept beside
     assert "sync_model" not in report  # drawn over the measured charts, not on their own
     summary = (reports / "summary.md").read_text()
-    assert re.search(r"\| sync edge errors \| model: 4\d \(± 20%\) \| \d+ \| holds \|", summary), summary
+    row = r"\| sync edge errors \| model: 4\d \(± 20%\) \| \d+ \| holds \|"
+    assert re.search(row, summary), summary
     junit = (reports / "junit.xml").read_text()
     assert 'name="sync"' in junit and 'name="negative_control_0_on_async"' in junit
     history = pd.read_csv(reports / "history.csv")

@@ -300,7 +300,7 @@ NUMBER_KNOBS = ("timeout_s", "work_ms", "work_jitter_ms", "retry_backoff_ms", "b
                 "error_backoff_ms", "reconnect_max_s", "consumer_retry_delay_ms",
                 "deadline_reserve_ms")
 SWITCH_KNOBS = ("retry_jitter", "idempotent", "outbox", "request_reply", "dead_letter",
-                "deadline")
+                "deadline", "trace_propagation")
 OPTIONAL_WHOLE_KNOBS = ("memory_mb", "max_length", "delivery_limit")
 CHOICE_KNOBS = ("queue_type", "overflow")
 UNCHECKED_KNOBS: tuple[str, ...] = ()  # every knob is validated
