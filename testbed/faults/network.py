@@ -45,6 +45,9 @@ def find_proxy(deployment: Deployment, link: str) -> ProxyEndpoint:
     return deployment.proxies[link]
 
 
+MISS_CHANCE = 1e-6  # how unlikely a toxic with toxicity < 1 may go unseen by every probe
+
+
 def _probe_until(endpoint: ProxyEndpoint, affected: Callable[[ProbeResult], bool], tries: int,
                  timeout: float, read_all: bool = False) -> tuple[bool, ProbeResult]:
     """Probe over fresh connections until one shows the effect (toxicity < 1 needs several)."""
@@ -113,7 +116,10 @@ class ToxicFault(Fault):
                 self.client.remove_toxic(self.endpoint.proxy_name, name)
 
     def verify(self) -> Verification:
-        tries = 1 if self.toxicity >= 1 else max(5, math.ceil(3 / self.toxicity))
+        # each fresh connection meets the toxic with p = toxicity: enough probes that all
+        # missing it has a chance under one in a million (a miss costs a ms; 20 at 0.5)
+        tries = 1 if self.toxicity >= 1 else max(5, math.ceil(
+            math.log(MISS_CHANCE) / math.log(1.0 - self.toxicity)))
         http = self.endpoint.link.protocol == "http"
         if self.kind == "latency":
             floor = max(0, self.attributes["latency"] - self.attributes["jitter"]) / 1000
