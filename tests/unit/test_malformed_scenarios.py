@@ -15,7 +15,7 @@ from testbed.scenario.faults import ServiceFault, fault, resolve, slower, unreac
 from testbed.scenario.spec import ScenarioError, load_scenario, scenario_from_dict
 from testbed.topology import paired, sync_chain
 
-from .test_malformed_inputs import Snapshot
+from .test_malformed_inputs import Snapshot, _private_state_root  # noqa: F401 (autouse: a private state root)
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID: dict[str, Any] = {
