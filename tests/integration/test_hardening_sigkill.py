@@ -122,9 +122,10 @@ class Markers:
         for line in proc.stdout:
             with self._seen:
                 self.lines.append(line)
-                if line.startswith("phase "):
-                    _, name, began = line.split()
-                    self.phases.append((name, float(began)))
+                fields = line.split()
+                # a SIGKILL can land mid-line: a marker cut short is no phase
+                if line.startswith("phase ") and len(fields) == 3 and line.endswith("\n"):
+                    self.phases.append((fields[1], float(fields[2])))
                 self._seen.notify_all()
         with self._seen:
             self.exited = True
