@@ -37,7 +37,9 @@ docker: setup
 # beside them would be load the experiments' tolerances were never sized for. Then the
 # same again on the docker runtime.
 test: setup browser docker lint
-	$(BIN)/pytest $(PYTEST_ARGS) tests
+	$(BIN)/pytest $(PYTEST_ARGS) -m "not heavy" tests
+	@# A Kafka JVM and a Jaeger beside the timing tests would be load they were not sized for.
+	$(BIN)/pytest $(PYTEST_ARGS) -m heavy tests
 	$(BIN)/pytest $(PYTEST_ARGS) --dist loadscope experiments scenarios
 	$(MAKE) --no-print-directory test-docker
 	@# Anything left for gc to collect is a leak, and fails the run.

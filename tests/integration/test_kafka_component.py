@@ -42,7 +42,7 @@ from testbed.runtime.sweep import collect_garbage
 
 from .conftest import eventually, leftovers, wait_until_gone
 
-pytestmark = pytest.mark.local_only
+pytestmark = [pytest.mark.local_only, pytest.mark.heavy]
 LOG = logging.getLogger("tests.kafka.client")
 SWEEP_TIMEOUT_S = 30.0
 

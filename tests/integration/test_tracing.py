@@ -30,7 +30,8 @@ from testbed.topology import Knobs, async_pipeline, sync_chain
 
 from .conftest import process_names, wait_until_gone
 
-pytestmark = pytest.mark.local_only  # a missing jaeger fails with the fix named
+# a missing jaeger fails with the fix named; heavy: apart from the timing tests
+pytestmark = [pytest.mark.local_only, pytest.mark.heavy]
 
 ORDERS = ("t-1", "t-2", "t-3")
 READ_TIMEOUT_S = 20.0
