@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from testbed.analysis import Verdict, at_least, at_most, close_to, equals, never
+from testbed.analysis import Verdict, close_to, equals, never
 from testbed.analysis.hypotheses import MODEL
 from testbed.load import LoadProfile
 from testbed.observe import RunResult
@@ -74,13 +74,3 @@ def predicted(name: str, metric: Metric, measured: RunResult, model: RunResult, 
     if isinstance(expected, bool | str):
         return equals(name, expected, actual, unit, source=MODEL)
     return close_to(name, float(expected), actual, rel=rel, abs=abs, unit=unit, source=MODEL)
-
-
-def bound(check: str, name: str, metric: Metric, measured: RunResult, model: RunResult,
-          *args: Any, unit: str = "", **metric_args: Any) -> Verdict:
-    """A one-sided claim whose limit is the model's number (``check``: at_most or
-    at_least), for claims that are bounds by nature: "no more than the model's"."""
-    limit = metric(model, *args, **metric_args)
-    actual = metric(measured, *args, **metric_args)
-    chosen = {"at_most": at_most, "at_least": at_least}[check]
-    return chosen(name, float(limit), actual, unit, source=MODEL)
