@@ -30,7 +30,10 @@ def test_no_coordinated_omission_while_the_gateway_is_frozen(deploy: Deploy) -> 
     assert (due_in_pause["latency_s"] > 0.4).all()  # each waited until the thaw at ~2.0 s
     finished = (due_in_pause["latency_s"] + due_in_pause["t_scheduled"]).to_numpy()
     assert np.ptp(finished) < 0.5  # ...and they all finished together, right after it
-    assert result.meta["load"]["fell_behind"] is False  # the generator itself kept time
+    # the generator itself kept time: each request due in the freeze went out when due
+    # (not after an earlier one came back), so the wait above is the server's
+    send_lag = due_in_pause["t_sent"] - due_in_pause["t_scheduled"]
+    assert (send_lag < 0.1).all(), send_lag.tolist()
 
 
 @pytest.mark.timing
