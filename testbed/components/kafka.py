@@ -199,6 +199,11 @@ class KafkaAdmin:
                                   "socket.connection.setup.timeout.ms": 2000}
         self._client = AdminClient(config)
 
+    @property
+    def client(self) -> AdminClient:
+        """The confluent-kafka client itself, for calls this class does not wrap."""
+        return self._client
+
     def _wait(self, what: str, futures: Iterable[Future[Any]]) -> None:
         for future in futures:
             try:

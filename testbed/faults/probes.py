@@ -2,7 +2,8 @@
 
 Fresh connections on purpose: Toxiproxy decides toxicity per connection, and a toxic
 may miss connections that were already open. HTTP probes ask for /health; AMQP probes
-send the protocol header, to which a broker answers with Connection.Start.
+send the protocol header, to which a broker answers with Connection.Start; Kafka probes
+send an ApiVersions request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ Outcome = Literal["ok", "refused", "reset", "timeout", "closed"]
 _REQUESTS = {
     "http": b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n",
     "amqp": b"AMQP\x00\x00\x09\x01",
+    # ApiVersions v0 (key 18), correlation id 1, client id "probe": every broker answers
+    "kafka": b"\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x01\x00\x05probe",
 }
 
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import requests
 
@@ -19,6 +19,9 @@ from testbed.components.rabbitmq import BrokerAddress, QueueState, RabbitAdmin
 from testbed.components.toxiproxy import ToxiproxyClient
 from testbed.errors import StateError
 from testbed.topology.model import LinkSpec, Topology
+
+if TYPE_CHECKING:
+    from testbed.runtime.kafka_access import KafkaAccess
 
 LEDGER_TIMEOUT_S = 60.0  # a ledger read after a trial waits behind queued abandoned orders
 
@@ -96,13 +99,14 @@ class Deployment:
     def __init__(self, deployment_id: str, topology: Topology, runtime: str,
                  services: dict[str, ServiceHandle], proxies: dict[str, ProxyEndpoint],
                  broker: BrokerAccess | None, toxiproxy: ToxiproxyClient | None,
-                 teardown: Callable[[], None]) -> None:
+                 teardown: Callable[[], None], kafka: KafkaAccess | None = None) -> None:
         self.id = deployment_id
         self.topology = topology
         self.runtime = runtime
         self.services = services
         self.proxies = proxies
-        self.broker = broker
+        self.broker = broker  # RabbitMQ
+        self.kafka = kafka  # or Kafka (an async topology has one of the two)
         self.toxiproxy = toxiproxy
         self._teardown = teardown
         self.closed = False

@@ -2,7 +2,8 @@
 
 One LocalRuntime is one run: it owns a run directory, a watchdog, one Toxiproxy server
 and (when an async topology needs it) one private RabbitMQ node, shared by all its
-deployments. With ``tracing=True`` it also runs a private Jaeger and tells every service
+deployments (a topology on Kafka gets a Kafka node of its own: kafka_setup.py). With
+``tracing=True`` it also runs a private Jaeger and tells every service
 it deploys the OTLP endpoint, so each one traces to it. Each deployment gets its own
 vhost, proxies (prefixed with its id) and ports. A failed deploy undoes whatever it had
 started before re-raising.
@@ -18,7 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from testbed.components.binaries import EPMD, JAEGER, RABBITMQ, TOXIPROXY
+from testbed.components.binaries import (
+    EPMD,
+    JAEGER,
+    JAVA,
+    RABBITMQ,
+    TOXIPROXY,
+    require_kafka_libs,
+)
 from testbed.components.jaeger import JaegerPorts, JaegerServer
 from testbed.components.process import ManagedProcess
 from testbed.components.rabbitmq import RabbitNode
@@ -35,6 +43,7 @@ from testbed.runtime.base import (
     dead_letter_queue,
     retry_queue,
 )
+from testbed.runtime.kafka_setup import start_kafka
 from testbed.runtime.lifecycle import RunLifecycle, Undo
 from testbed.services.config import AmqpTarget, ServiceConfig
 from testbed.topology.model import Topology
@@ -169,7 +178,10 @@ class LocalRuntime(RunLifecycle):
                                 "leave cpus and memory_mb out")
         if topology.proxied_links:
             TOXIPROXY.require()
-        if topology.needs_broker:
+        if topology.on_kafka:
+            JAVA.require()
+            require_kafka_libs()
+        elif topology.needs_broker:
             RABBITMQ.require()
             EPMD.require()
         if self.tracing:
@@ -187,21 +199,31 @@ class LocalRuntime(RunLifecycle):
             ports.setdefault(spec.name, allocate_port(self.run_id))
 
         toxiproxy = self.toxiproxy() if topology.proxied_links else None
-        broker_access = self._setup_broker(topology, deployment_id, undo)
+        kafka = None
+        if topology.on_kafka:
+            kafka = start_kafka(topology, self.run_id, run_dir / deployment_id, undo,
+                                self.timings, f"kafka_{deployment_id}_boot_s")
+            broker_access = None
+        else:
+            broker_access = self._setup_broker(topology, deployment_id, undo)
         otlp_endpoint = self.jaeger().otlp_http_url if self.tracing else None
 
         proxies: dict[str, ProxyEndpoint] = {}
         for link in topology.proxied_links:
             assert toxiproxy is not None
-            if link.protocol == "amqp":
+            listen_port = None
+            if link.protocol == "kafka":
+                assert kafka is not None  # the broker advertises this client its proxy
+                listener = kafka.listeners[link.name]
+                upstream, listen_port = listener.upstream, listener.proxy_port
+            elif link.protocol == "amqp":
                 assert broker_access is not None
-                upstream_port = broker_access.address.amqp_port
+                upstream = f"127.0.0.1:{broker_access.address.amqp_port}"
             else:
-                upstream_port = ports[link.target]
-            upstream = f"127.0.0.1:{upstream_port}"
+                upstream = f"127.0.0.1:{ports[link.target]}"
             proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
-            info = toxiproxy.client.create_proxy(proxy_name, allocate_port(self.run_id),
-                                                 upstream)
+            info = toxiproxy.client.create_proxy(
+                proxy_name, listen_port or allocate_port(self.run_id), upstream)
             undo.push(functools.partial(_delete_proxy, toxiproxy, proxy_name))
             proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
 
@@ -210,6 +232,10 @@ class LocalRuntime(RunLifecycle):
         for spec in topology.services:
             config = self._service_config(topology, spec.name, ports, proxies, broker_access,
                                           services_dir)
+            to_kafka = topology.amqp_link(spec.name)
+            if kafka is not None and to_kafka is not None:
+                config = dataclasses.replace(
+                    config, kafka=kafka.target(spec.name, to_kafka.name, to_kafka.proxied))
             if otlp_endpoint is not None:
                 config = dataclasses.replace(config, otlp_endpoint=otlp_endpoint,
                                              deployment_id=deployment_id)
@@ -237,7 +263,8 @@ class LocalRuntime(RunLifecycle):
                 raise TestbedError(f"teardown of {deployment_id} failed: {failures}")
 
         return Deployment(deployment_id, topology, self.name, dict(services), proxies,
-                          broker_access, toxiproxy.client if toxiproxy else None, teardown)
+                          broker_access, toxiproxy.client if toxiproxy else None, teardown,
+                          kafka.access if kafka is not None else None)
 
     def _setup_broker(self, topology: Topology, deployment_id: str,
                       undo: Undo) -> BrokerAccess | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from testbed.services import async_consumer, async_gateway, http_stage
+from testbed.services import async_consumer, async_gateway, http_stage, kafka_consumer
 from testbed.services.config import ServiceConfig
 
 RUNNERS = {
@@ -20,7 +20,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m testbed.services CONFIG.json", file=sys.stderr)
         return 2
     config = ServiceConfig.from_json(Path(argv[0]).read_text())
-    RUNNERS[config.role](config)
+    if config.kafka is not None and config.role == "async_consumer":
+        kafka_consumer.run(config)  # the gateway picks its publisher itself
+    else:
+        RUNNERS[config.role](config)
     return 0
 
 

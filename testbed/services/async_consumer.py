@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,15 @@ class HandlerFailure(Exception):
 class Consumer:
     def __init__(self, config: ServiceConfig, stats: Stats, ledger: Ledger,
                  chaos: AppChaos, crash: CrashPoints, tracing: Tracing = OFF) -> None:
-        assert config.amqp is not None and config.queue is not None
+        assert config.queue is not None
         self.config = config
         self.knobs = config.knobs
         self.stats = stats
         self.ledger = ledger
         self.chaos = chaos
         self.crash = crash
-        self.params = connection_parameters(config.amqp, config.knobs.heartbeat_s)
+        self.params = (connection_parameters(config.amqp, config.knobs.heartbeat_s)
+                       if config.amqp is not None else None)
         self._consuming: set[int] = set()
         self._lock = threading.Lock()
         self.stalled = threading.Event()
@@ -78,10 +80,9 @@ class Consumer:
         if method.redelivered:
             self.stats.count("redelivered")
         with self.stats.busy():
-            while self.stalled.is_set():
-                # Stuck in the handler, holding its deliveries unacked; sleeping through
-                # the connection keeps heartbeats going, so the broker keeps waiting too.
-                channel.connection.sleep(0.05)
+            # Holding its deliveries unacked; sleeping through the connection keeps
+            # heartbeats going, so the broker keeps waiting too.
+            self.wait_while_stalled(channel.connection.sleep)
             try:
                 order = self.handle(body)
             except HandlerFailure as exc:
@@ -175,6 +176,14 @@ class Consumer:
         time.sleep(self.knobs.error_backoff_ms / 1000.0)
         channel.basic_nack(method.delivery_tag, requeue=True)
 
+    def start_side_workers(self) -> None:
+        """Threads besides the replicas (none here; Kafka's retry worker)."""
+
+    def wait_while_stalled(self, sleep: Callable[[float], object] = time.sleep) -> None:
+        """Stuck in the handler while a consumer_stall lasts, holding what it has."""
+        while self.stalled.is_set():
+            sleep(0.05)
+
     def run_forever(self, replica: int) -> None:
         failures = 0
         while True:
@@ -215,19 +224,23 @@ def stall_routes(consumer: Consumer) -> dict[tuple[str, str], Handler]:
             ("DELETE", "/admin/stall"): unstall}
 
 
-def run(config: ServiceConfig) -> None:
-    stats = Stats(config.name, config.role, config.knobs.prefetch * config.knobs.replicas)
+def run(config: ServiceConfig, kind: type[Consumer] = Consumer) -> None:
+    """Serve the admin routes and consume, on RabbitMQ (Consumer) or Kafka (the
+    KafkaStage subclass, kafka_consumer.py, which passes itself as ``kind``)."""
+    slots = config.knobs.prefetch if config.kafka is None else 1
+    stats = Stats(config.name, config.role, slots * config.knobs.replicas)
     ledger = Ledger(Path(config.ledger_path))
     chaos = AppChaos(config.name)
     crash = CrashPoints(config.name, (AFTER_PROCESS,))
     tracing = tracing_for(config)
-    consumer = Consumer(config, stats, ledger, chaos, crash, tracing)
+    consumer = kind(config, stats, ledger, chaos, crash, tracing)
     routes = common_routes(stats, ledger, healthy=lambda: consumer.consuming)
     routes.update(stall_routes(consumer))
     routes.update(crash.routes())
     app = make_app(routes, stats, chaos, tracing)
     threading.Thread(target=serve, args=(app, config.host, config.port, 2, 16),
                      name="http", daemon=True).start()
+    consumer.start_side_workers()
     for replica in range(1, config.knobs.replicas):
         threading.Thread(target=consumer.run_forever, args=(replica,), name=f"replica{replica}",
                          daemon=True).start()

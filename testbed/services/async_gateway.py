@@ -1,5 +1,8 @@
 """The async edge: accept an order, store it, publish OrderPlaced (confirmed), answer 202.
 
+On RabbitMQ (pika, below) or on Kafka (kafka_client.KafkaPublisher: a produce keyed by
+the order id, waited for up to timeout_s); everything else is the same code.
+
 Three ways to get the event out, set by knobs:
 - direct (default): write the order, then publish; a failed publish is compensated (the
   order is taken back, the user gets 503 or 429), but a crash between the write and the
@@ -28,6 +31,7 @@ from testbed.services.amqp import PERSISTENT, connection_parameters, with_header
 from testbed.services.common import common_routes, parse_order
 from testbed.services.config import ServiceConfig
 from testbed.services.crash import CrashPoints
+from testbed.services.kafka_client import KafkaPublisher
 from testbed.services.ledger import Ledger
 from testbed.services.outbox import OutboxStore, relay_forever
 from testbed.services.stats import Stats
@@ -137,7 +141,8 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     knobs = config.knobs
     stats = Stats(config.name, config.role, knobs.pool_size)
     tracing = tracing_for(config)
-    publisher = Publisher(config, tracing)
+    make_publisher = Publisher if config.kafka is None else KafkaPublisher
+    publisher = make_publisher(config, tracing)
     crash = CrashPoints(config.name, (AFTER_WRITE,))
     store = OutboxStore(Path(config.ledger_path + ".db")) if knobs.outbox else None
     ledger = store if store is not None else Ledger(Path(config.ledger_path))
@@ -147,6 +152,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
         """Direct publish or request-reply; the reply to give the caller."""
         try:
             if knobs.request_reply:
+                assert isinstance(publisher, Publisher)  # the topology refuses it on Kafka
                 answer = publisher.request(body, knobs.timeout_s)
                 stats.count("ok")
                 return Reply(200, {"order_id": order["order_id"], "path": [config.name],
@@ -193,7 +199,7 @@ def build_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
     routes[("POST", "/orders")] = place_order
     routes.update(crash.routes())
     if store is not None:
-        relay = Publisher(config, tracing)  # its spans start traces of their own
+        relay = make_publisher(config, tracing)  # its spans start traces of their own
         threading.Thread(target=relay_forever, name="outbox-relay", daemon=True,
                          args=(store, relay.publish, relay.drop, stats.count)).start()
     return make_app(routes, stats, tracing=tracing)

@@ -22,6 +22,15 @@ class AmqpTarget:
 
 
 @dataclass(frozen=True)
+class KafkaTarget:
+    """Where a service reaches Kafka (its proxy, which the broker advertises to it), and
+    how many partitions the event topics have."""
+
+    bootstrap: str
+    partitions: int
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """Everything one service needs to run."""
 
@@ -33,6 +42,7 @@ class ServiceConfig:
     ledger_path: str
     downstream_url: str | None = None  # sync: base URL of the next hop (its proxy)
     amqp: AmqpTarget | None = None
+    kafka: KafkaTarget | None = None
     consumes: str | None = None
     publishes: str | None = None
     queue: str | None = None
@@ -49,6 +59,8 @@ class ServiceConfig:
         data["knobs"] = Knobs(**data["knobs"])
         if data.get("amqp"):
             data["amqp"] = AmqpTarget(**data["amqp"])
+        if data.get("kafka"):
+            data["kafka"] = KafkaTarget(**data["kafka"])
         return cls(**data)
 
     def write(self, path: Path) -> Path:

@@ -57,8 +57,10 @@ def sync_chain(depth: int = 3, knobs: Knobs | None = None,
 
 def async_pipeline(depth: int = 3, knobs: Knobs | None = None,
                    overrides: Mapping[str, Knobs] | None = None,
-                   name: str = "async") -> Topology:
-    """The asynchronous pipeline: the gateway enqueues, consumers work off the queues."""
+                   name: str = "async", broker: str = "rabbitmq",
+                   partitions: int = 1) -> Topology:
+    """The asynchronous pipeline: the gateway enqueues, consumers work off the queues
+    (RabbitMQ), or off the event topics, a consumer group each (``broker="kafka"``)."""
     depth = _check_depth(depth)
     base = knobs or Knobs()
     stages = list(ASYNC_STAGES[:depth])
@@ -73,9 +75,10 @@ def async_pipeline(depth: int = 3, knobs: Knobs | None = None,
                                     _knobs_for(stage, base, overrides),
                                     consumes=consumed, publishes=publishes))
         consumed = publishes or consumed
-    links = tuple(LinkSpec(s.name, BROKER, "amqp") for s in services)
+    spec = BrokerSpec(kind=broker, partitions=partitions)
+    links = tuple(LinkSpec(s.name, BROKER, spec.protocol) for s in services)
     return Topology(name=name, shape="async", entry="gateway", services=tuple(services),
-                    links=links, broker=BrokerSpec())
+                    links=links, broker=spec)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def topology_from_dict(data: Mapping[str, Any]) -> Topology:
                               _required(path, raw, "protocol"), raw.get("proxied", True)))
     broker = None
     if "broker" in data:
-        _only("broker", data["broker"], {"exchange"})
+        _only("broker", data["broker"], {"exchange", "kind", "partitions"})
         broker = BrokerSpec(**data["broker"])
     return Topology(name=_required("topology", data, "name"),
                     shape=_required("topology", data, "shape"),

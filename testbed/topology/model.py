@@ -14,13 +14,19 @@ from typing import Literal
 
 from testbed.errors import TopologyError
 
-Protocol = Literal["http", "amqp"]
+Protocol = Literal["http", "amqp", "kafka"]
 Role = Literal["http_stage", "async_gateway", "async_consumer"]
 Shape = Literal["sync", "async"]
 
 BROKER = "broker"
 ROLES: tuple[str, ...] = ("http_stage", "async_gateway", "async_consumer")
-PROTOCOLS: tuple[str, ...] = ("http", "amqp")
+PROTOCOLS: tuple[str, ...] = ("http", "amqp", "kafka")
+BROKER_KINDS: tuple[str, ...] = ("rabbitmq", "kafka")
+MAX_PARTITIONS = 16
+# Queue policies that are RabbitMQ's: a Kafka topic has no queue type, length limit,
+# overflow or delivery limit (a consumer decides what a failure does: retry topics).
+RABBITMQ_ONLY_KNOBS = {"queue_type": "classic", "max_length": None, "overflow": "drop-head",
+                       "delivery_limit": None, "request_reply": False, "outbox": False}
 SHAPES: tuple[str, ...] = ("sync", "async")
 QUEUE_TYPES: tuple[str, ...] = ("classic", "quorum")
 OVERFLOWS: tuple[str, ...] = ("drop-head", "reject-publish")
@@ -249,21 +255,41 @@ class LinkSpec:
                                 "allowed", "give true or false")
         if self.protocol not in PROTOCOLS:
             raise TopologyError(f"links[{self.name}].protocol",
-                                f"unknown protocol {self.protocol!r}", "use 'http' or 'amqp'")
-        if self.protocol == "amqp" and self.target != BROKER:
+                                f"unknown protocol {self.protocol!r}",
+                                "use 'http', 'amqp' (RabbitMQ) or 'kafka'")
+        if self.protocol != "http" and self.target != BROKER:
             raise TopologyError(f"links[{self.name}].target",
-                                "an amqp link must point at the broker",
+                                f"an {self.protocol} link must point at the broker",
                                 f"set target to {BROKER!r}")
 
 
 @dataclass(frozen=True)
 class BrokerSpec:
-    """The broker objects an async topology needs."""
+    """The broker of an async topology: RabbitMQ (an exchange, a queue per consumer) or
+    Kafka (a topic per event with ``partitions`` partitions, a consumer group per consumer;
+    ``exchange`` is unused there)."""
 
     exchange: str = "orders"
+    kind: str = "rabbitmq"
+    partitions: int = 1  # kafka: partitions of every event topic (keyed by order id)
 
     def __post_init__(self) -> None:
         check_name("broker.exchange", self.exchange)
+        if self.kind not in BROKER_KINDS:
+            raise TopologyError("broker.kind", f"unknown broker {self.kind!r}",
+                                f"use one of {', '.join(BROKER_KINDS)}")
+        if isinstance(self.partitions, bool) or not isinstance(self.partitions, int) \
+                or not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise TopologyError("broker.partitions", f"{self.partitions!r} is not allowed",
+                                f"give a whole number from 1 to {MAX_PARTITIONS}")
+        if self.partitions != 1 and self.kind != "kafka":
+            raise TopologyError("broker.partitions", "RabbitMQ queues have no partitions",
+                                "set kind = 'kafka', or leave partitions out")
+
+    @property
+    def protocol(self) -> Protocol:
+        """What a service's link to this broker speaks."""
+        return "kafka" if self.kind == "kafka" else "amqp"
 
 
 @dataclass(frozen=True)
@@ -352,15 +378,27 @@ class Topology:
         if async_services and self.broker is None:
             raise TopologyError("broker", "async services need a broker",
                                 "add broker=BrokerSpec()")
-        amqp = [lk.name for lk in self.links if lk.protocol == "amqp"]
-        if amqp and self.broker is None:
-            raise TopologyError(f"links[{amqp[0]}]", "an amqp link, but no broker",
+        to_broker = [lk for lk in self.links if lk.protocol != "http"]
+        if to_broker and self.broker is None:
+            raise TopologyError(f"links[{to_broker[0].name}]",
+                                f"an {to_broker[0].protocol} link, but no broker",
                                 "add broker=BrokerSpec(), or remove the link")
+        if self.broker is None:
+            return
+        protocol = self.broker.protocol
+        for link in to_broker:
+            if link.protocol != protocol:
+                raise TopologyError(f"links[{link.name}].protocol",
+                                    f"the broker is {self.broker.kind}, which does not speak "
+                                    f"{link.protocol}", f"set protocol = {protocol!r}")
         for service in async_services:
             if self.amqp_link(service.name) is None:
                 raise TopologyError(f"links[{service.name}-{BROKER}]",
-                                    f"async service {service.name!r} has no amqp link",
-                                    f"add LinkSpec({service.name!r}, {BROKER!r}, 'amqp')")
+                                    f"async service {service.name!r} has no {protocol} link",
+                                    f"add LinkSpec({service.name!r}, {BROKER!r}, "
+                                    f"{protocol!r})")
+        if self.broker.kind == "kafka":
+            self._check_kafka_knobs(async_services)
         published = {s.publishes for s in self.services if s.publishes}
         for service in self.services:
             if service.consumes and service.consumes not in published:
@@ -368,6 +406,17 @@ class Topology:
                                     f"nothing publishes {service.consumes!r}",
                                     f"consume one of {sorted(published)}")
         self._check_event_loops()
+
+    def _check_kafka_knobs(self, services: list[ServiceSpec]) -> None:
+        for service in services:
+            for knob, default in RABBITMQ_ONLY_KNOBS.items():
+                if getattr(service.knobs, knob) != default:
+                    raise TopologyError(
+                        f"services[{service.name}].knobs.{knob}",
+                        "a RabbitMQ setting, and the broker is kafka",
+                        "leave it out; on Kafka a failed message is retried in place "
+                        "(blocking its partition) or, with consumer_retries and "
+                        "dead_letter, through <service>.retry and <service>.dlq topics")
 
     def _check_event_loops(self) -> None:
         """Consumers that, event by event, republish what they consume would pass every
@@ -401,14 +450,19 @@ class Topology:
         return None
 
     def amqp_link(self, name: str) -> LinkSpec | None:
+        """A service's link to the broker (amqp for RabbitMQ, kafka for Kafka)."""
         for link in self.links:
-            if link.source == name and link.protocol == "amqp":
+            if link.source == name and link.protocol != "http":
                 return link
         return None
 
     @property
     def needs_broker(self) -> bool:
         return self.broker is not None
+
+    @property
+    def on_kafka(self) -> bool:
+        return self.broker is not None and self.broker.kind == "kafka"
 
     @property
     def proxied_links(self) -> tuple[LinkSpec, ...]:

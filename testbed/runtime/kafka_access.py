@@ -1,0 +1,124 @@
+"""A deployment's Kafka: its node, topics and consumer groups, read as "queues".
+
+The layers above (samplers, metrics, faults) think in queues: ``queue:<consumer>`` with
+ready / unacked / consumers. On a log the same quantities are defined once, here:
+- ready: the group's lag, the messages in its topic past the group's committed offsets
+  (the one in a handler counts: it is committed after the work), summed over partitions;
+- unacked: 0 (Kafka holds no per-message delivery state);
+- consumers: the members of the group;
+- ``<consumer>.retry``: the lag of the retry worker's group on the retry topic;
+- ``<consumer>.dlq``: the messages in the dead-letter topic (nobody consumes it).
+Each deployment has a node of its own (its listeners are fixed at boot, one per proxied
+client), so taking this broker down hits this deployment only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec
+
+from testbed.components.kafka import KafkaNode
+from testbed.components.rabbitmq import QueueState
+from testbed.errors import BrokerError
+from testbed.services.kafka_client import dead_letter_topic, retry_topic
+
+TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class GroupTopic:
+    """A consumer group on a topic, reported as the queue ``queue``."""
+
+    queue: str
+    group: str | None  # None: a topic nobody consumes (a DLQ): ready = its size
+    topic: str
+    partitions: int = 1
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """A deployment's Kafka node and what lives on it."""
+
+    node: KafkaNode
+    partitions: int
+    groups: tuple[GroupTopic, ...]
+    kind: str = "kafka"
+
+    @property
+    def control(self) -> KafkaNode:
+        return self.node
+
+    @property
+    def bootstrap(self) -> str:
+        return self.node.bootstrap
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The consumers' queues (fault targets), not their retry and DLQ topics."""
+        return tuple(g.queue for g in self.groups if g.group == g.queue)
+
+    def topic_of(self, queue: str) -> str:
+        for group in self.groups:
+            if group.queue == queue:
+                return group.topic
+        raise KeyError(queue)
+
+    def queue_states(self) -> list[QueueState]:
+        """Every queue's ready / consumers now (BrokerError when the node does not answer)."""
+        client = self.node.admin.client
+        try:
+            ends = self._end_offsets(client, {(g.topic, g.partitions) for g in self.groups})
+            states = []
+            for group in self.groups:
+                ready = sum(end for (topic, _), end in ends.items() if topic == group.topic)
+                members = 0
+                if group.group is not None:
+                    ready -= sum(self._committed(client, group.group, group.topic).values())
+                    members = self._members(client, group.group)
+                states.append(QueueState(group.queue, ready, ready, 0, members))
+            return states
+        except KafkaException as exc:
+            raise BrokerError(f"Kafka at {self.bootstrap}: {exc.args[0]}") from exc
+        except TimeoutError as exc:
+            raise BrokerError(f"Kafka at {self.bootstrap} did not answer in time") from exc
+
+    def _end_offsets(self, client: Any,
+                     topics: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        partitions = {}
+        for topic, count in topics:
+            for index in range(count):
+                partitions[TopicPartition(topic, index)] = OffsetSpec.latest()
+        futures = client.list_offsets(partitions, request_timeout=TIMEOUT_S)
+        return {(tp.topic, tp.partition): future.result(TIMEOUT_S).offset
+                for tp, future in futures.items()}
+
+    def _committed(self, client: Any, group: str, topic: str) -> dict[int, int]:
+        request = [ConsumerGroupTopicPartitions(group)]
+        futures = client.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)
+        result = futures[group].result(TIMEOUT_S)
+        return {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions
+                if tp.topic == topic}
+
+    def _members(self, client: Any, group: str) -> int:
+        futures = client.describe_consumer_groups([group], request_timeout=TIMEOUT_S)
+        return len(futures[group].result(TIMEOUT_S).members)
+
+
+def group_topics(consumers: Iterable[tuple[str, str, bool, bool]],
+                 partitions: int) -> tuple[GroupTopic, ...]:
+    """The queues of ``(service, topic it consumes, has retries, has a DLQ)``; the event
+    topics have ``partitions`` partitions, the retry and DLQ topics one."""
+    groups = []
+    for service, topic, retries, dlq in consumers:
+        groups.append(GroupTopic(service, service, topic, partitions))
+        if retries:
+            groups.append(GroupTopic(retry_topic(service), retry_topic(service),
+                                     retry_topic(service)))
+        if dlq:
+            groups.append(GroupTopic(dead_letter_topic(service), None,
+                                     dead_letter_topic(service)))
+    return tuple(groups)
