@@ -1,8 +1,11 @@
 """Broker faults: the broker down and back, publishers blocked by a resource alarm,
 poison messages, queue purge. (The AMQP link cut is LinkDown on a ``<svc>-broker`` link.)
 
-The broker is shared by every deployment of a run, so BrokerDown and MemoryAlarm hit
-all of them; the paired experiments rely on exactly that (the sync side never notices).
+The RabbitMQ node is shared by every deployment of a run, so BrokerDown and MemoryAlarm
+hit all of them; the paired experiments rely on exactly that (the sync side never
+notices). A deployment on Kafka has a node of its own: BrokerDown, PoisonMessage and
+ConsumerStall work on it (for a consumer group), MemoryAlarm and QueuePurge are
+RabbitMQ's and refuse a Kafka deployment by name.
 The injector talks to the broker directly, not through the proxies, since it is not
 part of the system under test.
 """
@@ -15,26 +18,41 @@ from typing import Any
 import pika
 import pika.exceptions
 import requests
+from confluent_kafka import Producer
 
+from testbed.components.kafka import CLIENT_LOG, KafkaNode
 from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification
 from testbed.faults.probes import probe
-from testbed.runtime.base import BrokerAccess, Deployment
+from testbed.runtime.base import BrokerAccess, BrokerControl, Deployment
+from testbed.runtime.kafka_access import KafkaAccess
 
 DEFAULT_WATERMARK = 0.4  # RabbitMQ's default vm_memory_high_watermark
 POISON = b"\x00this is not an order{"
 
 
 def broker_of(deployment: Deployment) -> BrokerAccess:
+    """The deployment's RabbitMQ, for the faults only RabbitMQ has."""
     if deployment.broker is None:
+        if deployment.kafka is not None:
+            raise FaultSpecError(f"deployment {deployment.id} runs on Kafka, which has no "
+                                 "such thing; this fault is RabbitMQ's (broker_down, poison, "
+                                 "consumer_stall and the link faults work on Kafka)")
         raise FaultSpecError(f"deployment {deployment.id} has no broker; broker faults need "
                              "an async topology")
     return deployment.broker
 
 
-def _queue_of(access: BrokerAccess, queue: str) -> str:
-    if queue not in access.queues:
-        raise FaultSpecError(f"unknown queue {queue!r}; queues: {sorted(access.queues)}")
+def _queue_of(queues: tuple[str, ...], queue: str) -> str:
+    if queue not in queues:
+        raise FaultSpecError(f"unknown queue {queue!r}; queues: {sorted(queues)}")
     return queue
+
+
+def queues_of(deployment: Deployment) -> tuple[str, ...]:
+    """The consumers' queues (RabbitMQ) or consumer groups (Kafka)."""
+    if deployment.kafka is not None:
+        return deployment.kafka.queues
+    return broker_of(deployment).queues
 
 
 def broker_connection(access: BrokerAccess,
@@ -67,7 +85,14 @@ class BrokerDown(Fault):
 
     def __init__(self, deployment: Deployment, graceful: bool = True) -> None:
         super().__init__(f"broker of {deployment.id}")
-        self.access = broker_of(deployment)
+        self.control: BrokerControl | KafkaNode
+        if deployment.kafka is not None:  # the deployment's own Kafka node
+            self.control, self.port, self.protocol = (deployment.kafka.control,
+                                                      deployment.kafka.control.port, "kafka")
+        else:
+            access = broker_of(deployment)
+            self.control, self.port, self.protocol = (access.control,
+                                                      access.address.amqp_port, "amqp")
         if not isinstance(graceful, bool):
             raise FaultSpecError(f"broker_down graceful={graceful!r}; give True (a clean stop) "
                                  "or False (SIGKILL, as a crash)")
@@ -77,16 +102,16 @@ class BrokerDown(Fault):
         return f"broker_down({'stop' if self.graceful else 'kill'}) on {self.target}"
 
     def inject(self) -> None:
-        self.access.control.halt(self.graceful)
+        self.control.halt(self.graceful)
 
     def remove(self) -> None:
-        if not self.access.control.running():
-            self.access.control.start()
+        if not self.control.running():
+            self.control.start()
 
     def verify(self) -> Verification:
-        seen = probe(self.access.address.amqp_port, "amqp", 2.0)
-        return Verification(seen.outcome == "refused", f"AMQP connect {seen.outcome}; "
-                                                       "expected refused")
+        seen = probe(self.port, self.protocol, 2.0)
+        return Verification(seen.outcome == "refused", f"{self.protocol} connect "
+                                                       f"{seen.outcome}; expected refused")
 
 
 class MemoryAlarm(Fault):
@@ -138,8 +163,7 @@ class PoisonMessage(Fault):
     def __init__(self, deployment: Deployment, queue: str, count: int = 1) -> None:
         super().__init__(f"{deployment.id}/{queue}")
         self.deployment = deployment
-        self.access = broker_of(deployment)
-        self.queue = _queue_of(self.access, queue)
+        self.queue = _queue_of(queues_of(deployment), queue)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise FaultSpecError(f"poison count={count!r}; give a whole number of 1 or more")
         self.count = count
@@ -151,7 +175,10 @@ class PoisonMessage(Fault):
 
     def inject(self) -> None:
         self._errors_before = self._handler_errors()
-        connection = broker_connection(self.access)
+        if self.deployment.kafka is not None:
+            self._produce(self.deployment.kafka)
+            return
+        connection = broker_connection(broker_of(self.deployment))
         try:
             channel = connection.channel()
             channel.confirm_delivery()
@@ -160,6 +187,17 @@ class PoisonMessage(Fault):
                                       pika.BasicProperties(delivery_mode=2))
         finally:
             connection.close()
+
+    def _produce(self, kafka: KafkaAccess) -> None:
+        """Into the topic the consumer reads, partition 0 (as an unkeyed message lands
+        with the consistent partitioner); every group on that topic will meet it."""
+        producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all",
+                             "logger": CLIENT_LOG})
+        for _ in range(self.count):
+            producer.produce(kafka.topic_of(self.queue), value=POISON, partition=0)
+        if producer.flush(10.0):
+            raise FaultError(f"poison: Kafka at {kafka.bootstrap} did not take the "
+                             "messages within 10 s")
 
     def remove(self) -> None:
         """Nothing to take back: the messages are in the system now, as in real life."""
@@ -182,7 +220,7 @@ class QueuePurge(Fault):
     def __init__(self, deployment: Deployment, queue: str) -> None:
         super().__init__(f"{deployment.id}/{queue}")
         self.access = broker_of(deployment)
-        self.queue = _queue_of(self.access, queue)
+        self.queue = _queue_of(self.access.queues, queue)
         self.before = 0
 
     def inject(self) -> None:
@@ -207,7 +245,7 @@ class ConsumerStall(Fault):
 
     def __init__(self, deployment: Deployment, queue: str) -> None:
         super().__init__(f"{deployment.id}/{queue}")
-        _queue_of(broker_of(deployment), queue)
+        _queue_of(queues_of(deployment), queue)
         self.url = deployment.url(queue) + "/admin/stall"
 
     def _call(self, method: str) -> bool:

@@ -39,6 +39,8 @@ def infrastructure_problem(deployment: Deployment) -> str | None:
             except OSError as exc:
                 problems.append(f"the broker does not accept AMQP connections on "
                                 f"{address.host}:{address.amqp_port} ({exc})")
+    if deployment.kafka is not None and not deployment.kafka.control.running():
+        problems.append("the broker (Kafka) is not running")
     return "; ".join(problems) or None
 
 

@@ -2,9 +2,10 @@
 
 One background thread per deployment polls, every ``period_s``, the deployment's queues
 (ready exactly over AMQP; unacked and consumers from the management API, all queues in
-one request, dead-letter queues included) and each service's /stats (in flight,
-saturation, counters). A component that does not answer (a broker that is down, a killed
-service) costs a sample, never the run: the miss is a sample with metric ``unreachable``.
+one request, dead-letter queues included; on Kafka the groups' lags, kafka_access.py)
+and each service's /stats (in flight, saturation, counters). A component that does not
+answer (a broker that is down, a killed service) costs a sample, never the run: the miss
+is a sample with metric ``unreachable``.
 """
 
 from __future__ import annotations
@@ -107,7 +108,28 @@ class Sampler:
     def _add(self, source: str, metric: str, value: float) -> None:
         self.rows.append((time.monotonic() - self.origin, source, metric, float(value)))
 
+    def _sample_kafka(self) -> None:
+        """On Kafka, ready is a group's lag (testbed.runtime.kafka_access defines it)."""
+        assert self.deployment.kafka is not None
+        try:
+            states = self.deployment.kafka.queue_states()
+        except BrokerError:
+            self._add("broker", "unreachable", 1)
+            return
+        for state in states:
+            self._add_queue(state.name, state.ready, state.unacked, state.consumers)
+
+    def _add_queue(self, queue: str, ready: int, unacked: int, consumers: int) -> None:
+        source = f"queue:{queue}"
+        self._add(source, "ready", ready)
+        self._add(source, "unacked", unacked)
+        self._add(source, "messages", ready + unacked)
+        self._add(source, "consumers", consumers)
+
     def _sample_queues(self) -> None:
+        if self.deployment.kafka is not None:
+            self._sample_kafka()
+            return
         broker = self.deployment.broker
         if broker is None:
             return
@@ -118,15 +140,11 @@ class Sampler:
             self._add("broker", "unreachable", 1)
             return
         for state in queues:
-            source = f"queue:{state.name}"
-            ready = exact.get(state.name, state.ready)
             # ready is exact (AMQP, now). unacked comes from the management API: it lags
             # by its collection interval (250 ms) and was once seen stuck for 5 s after a
             # consumer reconnected, so backlog hypotheses should read "ready".
-            self._add(source, "ready", ready)
-            self._add(source, "unacked", state.unacked)
-            self._add(source, "messages", ready + state.unacked)
-            self._add(source, "consumers", state.consumers)
+            self._add_queue(state.name, exact.get(state.name, state.ready), state.unacked,
+                            state.consumers)
 
     def _sample_service(self, name: str, url: str) -> None:
         source = f"service:{name}"

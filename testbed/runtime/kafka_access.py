@@ -14,14 +14,17 @@ client), so taking this broker down hits this deployment only.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from testbed.components.kafka import KafkaNode
+from testbed.components.kafka import CLIENT_LOG, KafkaNode
 from testbed.components.rabbitmq import QueueState
 from testbed.errors import BrokerError
 from testbed.services.kafka_client import dead_letter_topic, retry_topic
@@ -85,6 +88,28 @@ class KafkaAccess:
             raise BrokerError(f"Kafka at {self.bootstrap}: {exc.args[0]}") from exc
         except TimeoutError as exc:
             raise BrokerError(f"Kafka at {self.bootstrap} did not answer in time") from exc
+
+    def read_topic(self, topic: str, limit: int = 10_000) -> list[bytes]:
+        """Every message of a one-partition topic (a DLQ), read by a throwaway consumer
+        that commits nothing, so what it reads stays for anyone else."""
+        reader = RdConsumer({"bootstrap.servers": self.bootstrap, "logger": CLIENT_LOG,
+                             "group.id": f"testbed-audit-{uuid.uuid4().hex}",
+                             "enable.auto.commit": False})
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, 0), TIMEOUT_S)
+            reader.assign([TopicPartition(topic, 0, low)])
+            values: list[bytes] = []
+            deadline = time.monotonic() + 10 * TIMEOUT_S
+            while low + len(values) < min(high, low + limit) and time.monotonic() < deadline:
+                message = reader.poll(0.2)
+                if message is not None and not message.error():
+                    values.append(message.value() or b"")
+            return values
+        except KafkaException as exc:
+            raise BrokerError(f"Kafka at {self.bootstrap}: reading {topic}: "
+                              f"{exc.args[0]}") from exc
+        finally:
+            reader.close()
 
     def _end_offsets(self, client: Any,
                      topics: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -40,7 +40,7 @@ from docker.models.networks import Network
 from testbed.components.docker_engine import engine
 from testbed.components.rabbitmq import BrokerAddress
 from testbed.components.readiness import http_ok
-from testbed.errors import ComponentError, StateError, TestbedError
+from testbed.errors import ComponentError, StateError, TestbedError, TopologyError
 from testbed.ports import allocate_port, claim_fixed_port
 from testbed.runtime.base import (
     BrokerAccess,
@@ -180,6 +180,12 @@ class DockerRuntime(RunLifecycle):
         return broker
 
     # -- deploy ----------------------------------------------------------------------------
+
+    def _preflight(self, topology: Topology) -> None:
+        if topology.on_kafka:
+            raise TopologyError("broker.kind", "the docker runtime has no Kafka image yet",
+                                "run a topology on Kafka with the local runtime "
+                                "(--runtime local, the default)")
 
     def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
         started = time.monotonic()
