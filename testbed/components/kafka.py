@@ -181,6 +181,10 @@ def render_properties(port: int, controller_port: int, data_dir: Path,
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # A node killed and started again registers anew; the controller (itself, after
+        # the restart) first waits out the old registration's session: 9 s by default.
+        "broker.session.timeout.ms": "2000",
+        "broker.heartbeat.interval.ms": "500",
         "auto.create.topics.enable": "false",
         "num.network.threads": "2",
         "num.io.threads": "2",

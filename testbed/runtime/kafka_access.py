@@ -14,15 +14,16 @@ client), so taking this broker down hits this deployment only.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from testbed.components.kafka import CLIENT_LOG, KafkaNode
 from testbed.components.rabbitmq import QueueState
@@ -42,6 +43,26 @@ class GroupTopic:
     partitions: int = 1
 
 
+class FreshAdmin:
+    """An admin client made anew after any failure: one whose requests timed out while
+    the broker was down was seen to keep timing out after it came back."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._client: AdminClient | None = None
+
+    def client(self) -> AdminClient:
+        if self._client is None:
+            settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap,
+                                        "logger": CLIENT_LOG,
+                                        "socket.connection.setup.timeout.ms": 1000}
+            self._client = AdminClient(settings)
+        return self._client
+
+    def reset(self) -> None:
+        self._client = None
+
+
 @dataclass(frozen=True)
 class KafkaAccess:
     """A deployment's Kafka node and what lives on it."""
@@ -50,6 +71,10 @@ class KafkaAccess:
     partitions: int
     groups: tuple[GroupTopic, ...]
     kind: str = "kafka"
+    admin: FreshAdmin = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "admin", FreshAdmin(self.node.bootstrap))
 
     @property
     def control(self) -> KafkaNode:
@@ -72,7 +97,11 @@ class KafkaAccess:
 
     def queue_states(self) -> list[QueueState]:
         """Every queue's ready / consumers now (BrokerError when the node does not answer)."""
-        client = self.node.admin.client
+        try:  # a broker that is down refuses at once; librdkafka would retry for seconds
+            socket.create_connection(("127.0.0.1", self.node.port), TIMEOUT_S).close()
+        except OSError as exc:
+            raise BrokerError(f"Kafka at {self.bootstrap} refuses connections") from exc
+        client = self.admin.client()
         try:
             ends = self._end_offsets(client, {(g.topic, g.partitions) for g in self.groups})
             states = []
@@ -85,8 +114,10 @@ class KafkaAccess:
                 states.append(QueueState(group.queue, ready, ready, 0, members))
             return states
         except KafkaException as exc:
+            self.admin.reset()
             raise BrokerError(f"Kafka at {self.bootstrap}: {exc.args[0]}") from exc
         except TimeoutError as exc:
+            self.admin.reset()
             raise BrokerError(f"Kafka at {self.bootstrap} did not answer in time") from exc
 
     def read_topic(self, topic: str, limit: int = 10_000) -> list[bytes]:

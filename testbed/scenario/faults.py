@@ -112,7 +112,7 @@ def links_hurting(topology: Topology, service: str, kind: str = "fault") -> list
         where = "no proxied link leads to it (the load generator calls the entry directly)"
     else:
         found = [link.name for link in topology.proxied_links
-                 if link.source == service and link.protocol == "amqp"]
+                 if link.source == service and link.protocol != "http"]
         where = "it has no proxied broker link"
     if not found:
         raise FaultSpecError(f"{kind} on {service!r} in {topology.name!r}: {where}; hurt "
