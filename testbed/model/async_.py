@@ -1,4 +1,5 @@
-"""The async shape: the gateway publishes, each consumer works off its own queue.
+"""The async shape on RabbitMQ: the gateway publishes, each consumer works off its own
+queue. (On Kafka: testbed.model.kafka; what both share: testbed.model.messaging.)
 
 As testbed/services/async_gateway.py and async_consumer.py do it:
 - gateway: a worker takes the order, spends the hop's HTTP cost plus the work, writes
@@ -44,7 +45,6 @@ As testbed/services/async_gateway.py and async_consumer.py do it:
 from __future__ import annotations
 
 import random
-from array import array
 from collections import deque
 from collections.abc import Generator
 from typing import Any
@@ -55,13 +55,19 @@ from testbed.model.calibration import Calibration
 from testbed.model.errors import NotModelled
 from testbed.model.flow import Gate, Later, Step
 from testbed.model.links import Link
+from testbed.model.messaging import (
+    AFTER_PROCESS,
+    Front,
+    Handler,
+    MessagingPipeline,
+    sample_queue,
+)
 from testbed.model.record import Counts, Samples, Seconds, counts
-from testbed.model.server import GONE, ORDERS, WAIT, Server, Visit
+from testbed.model.server import Visit
 from testbed.model.service import Service
 from testbed.model.timers import Timers
 from testbed.topology.model import ServiceSpec, Topology
 
-AFTER_PROCESS, AFTER_WRITE = "after_process", "after_write"  # the crash points
 BLOCKED_TIMEOUT_S = 30.0  # pika's blocked_connection_timeout (testbed.services.amqp)
 RELAY_BACKOFF_MAX_S = 0.5  # testbed.services.outbox
 
@@ -165,7 +171,7 @@ class BrokerQueue:
         return sum(replica.unacked for replica in self.consumers)
 
 
-class Gateway(Server):
+class Gateway(Front):
     """The async_gateway: accept, store, publish (confirmed), answer 202; or store with
     the event (outbox) and answer; or wait for the reply (request_reply)."""
 
@@ -198,35 +204,16 @@ class Gateway(Server):
             self.relay.stale = True
             self.relay.kick()
 
-    def serve(self, visit: Visit) -> Step:
-        if visit.call.route.upstream:
-            if not (yield from self.arrive(visit)):
-                return None
-        else:
-            state = self.admit(visit)
-            if state == WAIT:
-                if not (yield from self.wait_worker(visit)):
-                    return None
-            elif state == GONE:
-                return None
-        if self.chaos.fault is not None and (injected := self.chaos.check(ORDERS)) \
-                is not None:
-            return self.injected(visit, injected)
-        if not (yield from self.spend(visit)):
-            return None
-        order = visit.order
-        self.ledger[order] += 1  # the order is in its database now
+    def stored(self, order: int) -> None:
         if self.relay is not None:  # with its event, in one transaction
             self.relay.add(order)
-        if self.crash_point is not None and self.reached(AFTER_WRITE):
-            return None  # died here: the caller's connection drops
+
+    def publish(self, visit: Visit) -> Generator[simpy.Event, Any, Step | None]:
+        """The direct publish, confirmed; then the answer (or the reply's wait); with
+        the outbox the order is answered at once (the relay publishes its event)."""
         if self.relay is not None:
             self.counters["ok"] += 1
             return self.reply(visit, 202)
-        return (yield from self.publish(visit))
-
-    def publish(self, visit: Visit) -> Generator[simpy.Event, Any, Step | None]:
-        """The direct publish, confirmed; then the answer (or the reply's wait)."""
         env = self.env
         order = visit.order
         link = self.link
@@ -314,12 +301,6 @@ class Gateway(Server):
         if self.life != life:
             return None  # routed, not deleted: the restarted relay sends it again
         return accepted and link.cuts == cuts
-
-    def _failed(self, visit: Visit) -> Step | None:
-        self.counters["publish_errors"] += 1
-        self.ledger[visit.order] -= 1  # compensate: no event went out
-        return self.reply(visit, 503)
-
 
 class Relay:
     """The outbox relay of a gateway: pending events in order, each deleted once its
@@ -418,12 +399,7 @@ class Replica:
         consumer.counters["received"] += 1
         if order in self.queue.redelivered:
             consumer.counters["redelivered"] += 1
-        failed = (order < 0 or consumer.chaos.fault is not None) and consumer.fails(order)
-        if failed:  # the handler fails before the work (no draw of a service time)
-            seconds = consumer.reject_s
-        else:
-            work = consumer.work_s
-            seconds = consumer.handler_s + (work if work is not None else consumer.work())
+        failed, seconds = consumer.cost(order)
         start = max(at, self.env.now)
         self.job = (order, start, seconds, self.epoch, consumer.life, consumer.pauses,
                     failed)
@@ -508,7 +484,7 @@ class Replica:
     def _fail(self, order: int, epoch: int, life: int) -> Generator[simpy.Event, Any, None]:
         """A failed message, as async_consumer.fail() sends it on: the retry queue, the
         DLQ, or (no retry policy) a nack with requeue after ``error_backoff_ms``."""
-        consumer, queue, env = self.consumer, self.queue, self.env
+        consumer, queue = self.consumer, self.queue
         knobs = consumer.knobs
         attempt = queue.attempts.get(order, 0)
         if attempt < knobs.consumer_retries:
@@ -526,14 +502,9 @@ class Replica:
             self.current = None
             self._acked(epoch)
             return
-        backoff = knobs.error_backoff_ms / 1000.0
-        if backoff:
-            started, pauses = env.now, consumer.pauses
-            yield env.timeout(backoff)
-            if consumer.pauses != pauses or consumer.paused:
-                yield from consumer.make_up(started, backoff)
-            if consumer.life != life or self.epoch != epoch:
-                return  # gone with the connection: requeued already
+        if not (yield from consumer.hold(knobs.error_backoff_ms / 1000.0, life)) \
+                or self.epoch != epoch:
+            return  # gone with the connection: requeued already
         self.current = None
         self.unacked -= 1
         queue.nack(order)
@@ -621,7 +592,7 @@ class Replica:
             self.deliver(ready.popleft())
 
 
-class Consumer(Service):
+class Consumer(Handler):
     """An async_consumer service: ``replicas`` competing consumers on its queue."""
 
     def __init__(self, env: simpy.Environment, spec: ServiceSpec, calibration: Calibration,
@@ -631,16 +602,10 @@ class Consumer(Service):
         self.queue = queue
         self.link = link
         self.pipeline = pipeline
-        self.publishes = spec.publishes
         self.delivery_s = calibration.delivery_ms / 1000.0
-        self.handler_s = calibration.handler_ms / 1000.0
-        self.reject_s = calibration.reject_ms / 1000.0
         self.confirm_s = calibration.forward_confirm_ms / 1000.0
         self.connect_s = calibration.connect_ms / 1000.0
-        self.first: array[int] = array("q")  # orders in the order first processed
         self.replies = spec.publishes is None and pipeline.request_reply
-        self.path = f"/{queue.name}"  # what an application fault's route matches
-        self.stall_gate = Gate(env)  # consumer_stall: the handler hangs before a message
         self.replicas = [Replica(self, i) for i in range(spec.knobs.replicas)]
         link.on_cut.append(self._cut)
         link.on_eased.append(self._eased)
@@ -649,26 +614,6 @@ class Consumer(Service):
         if stream == "downstream":
             for replica in self.replicas:
                 replica.flush()
-
-    def fails(self, order: int) -> bool:
-        """Whether the handler fails this delivery: the application fault's check
-        (one draw per delivery, first), then the message itself (a poison one)."""
-        if self.chaos.fault is not None and self.chaos.check(self.path) is not None:
-            self.counters["injected_errors"] += 1
-            return True
-        return order < 0
-
-    def record(self, order: int) -> None:
-        """The side effect: charged again on a redelivery unless ``idempotent``. The
-        ledger keeps the order of first processing (as the real one, a file), which
-        out-of-order metrics read."""
-        ledger = self.ledger
-        if not ledger[order]:
-            self.first.append(order)
-        elif self.knobs.idempotent:
-            self.counters["duplicates_skipped"] += 1
-            return
-        ledger[order] += 1
 
     def _cut(self, link: Link) -> None:
         for replica in self.replicas:
@@ -684,7 +629,6 @@ class Consumer(Service):
 
     def revive(self) -> None:
         super().revive()
-        self.stall_gate.open()  # a new process is not stalled
         for replica in self.replicas:
             replica.reconnect(fresh=True)
 
@@ -714,21 +658,16 @@ class Consumer(Service):
                 "saturation": round(busy / (self.knobs.prefetch * self.knobs.replicas), 3)}
 
 
-class AsyncPipeline:
+class AsyncPipeline(MessagingPipeline):
     """The gateway, the broker's queues and the consumers, and their AMQP links."""
 
     def __init__(self, env: simpy.Environment, topology: Topology, calibration: Calibration,
                  timers: Timers, ledgers: dict[str, Counts], queued: Seconds,
                  seed: int, service: str, link_rng: random.Random) -> None:
-        self.env = env
-        self.topology = topology
+        super().__init__(env, topology, link_rng)
         self.delivery_s = calibration.delivery_ms / 1000.0
-        self.links: dict[str, Link] = {}
-        for link_spec in topology.links:
-            self.links[link_spec.name] = Link(env, link_spec.name, link_rng)
         self.queues: dict[str, BrokerQueue] = {}
         self.routes: dict[str, list[BrokerQueue]] = {}
-        self.dlq_ledgers: dict[str, Counts] = {}
         n = len(queued)
         for spec in topology.services:
             if spec.role == "async_consumer" and spec.consumes:
@@ -744,36 +683,16 @@ class AsyncPipeline:
         self.awaiting: dict[int, Later] = {}  # request-reply: the gateway waits on these
         self.alarm = Gate(env)  # a memory alarm: every publish waits (connection.blocked)
         self._poison = 0  # the last poison message's (negative) index
-        self.services: dict[str, Service] = {}
-        self.consumers: list[Consumer] = []
-        entry: Server | None = None
-        into = Link(env, f"user-{topology.entry}", link_rng)
-        for spec in topology.services:
-            link = self._amqp(topology, spec.name)
-            if spec.role == "async_gateway":
-                gateway = Gateway(env, spec, calibration, ledgers[spec.name], seed, service,
-                                  timers, queued, into, link, self)
-                self.services[spec.name] = gateway
-                if spec.name == topology.entry:
-                    entry = gateway
-            elif spec.role == "async_consumer":
-                consumer = Consumer(env, spec, calibration, ledgers[spec.name], seed,
-                                    service, self.queues[spec.name], link, self)
-                self.services[spec.name] = consumer
-                self.consumers.append(consumer)
-            else:
-                raise NotModelled(f"service {spec.name!r}: an http_stage in an async "
-                                  "topology is not modelled (only async_gateway entry + "
-                                  "async_consumer stages)")
-        if entry is None:
-            raise NotModelled(f"entry {topology.entry!r}: the model needs an async_gateway "
-                              "as the entry of an async topology")
-        self.entry: Server = entry
 
-    def _amqp(self, topology: Topology, name: str) -> Link:
-        spec = topology.amqp_link(name)
-        assert spec is not None  # a valid async topology gives every async service one
-        return self.links[spec.name]
+        def gateway(spec: ServiceSpec, link: Link) -> Gateway:
+            return Gateway(env, spec, calibration, ledgers[spec.name], seed, service, timers,
+                           queued, self.into, link, self)
+
+        def consumer(spec: ServiceSpec, link: Link) -> Consumer:
+            return Consumer(env, spec, calibration, ledgers[spec.name], seed, service,
+                            self.queues[spec.name], link, self)
+
+        self.entry = self.build(gateway, consumer)
 
     def _check(self, topology: Topology) -> None:
         for spec in topology.services:
@@ -834,10 +753,6 @@ class AsyncPipeline:
     def purge(self, queue: str) -> None:
         self.queues[queue].ready.clear()
 
-    def processing_order(self) -> dict[str, array[int]]:
-        """Per consumer, its orders in the order it first processed them."""
-        return {consumer.name: consumer.first for consumer in self.consumers}
-
     def unreadable(self) -> dict[str, int]:
         """Poison messages per DLQ, as its ledger reads them back."""
         return {f"{q.name}.dlq": q.dlq_unreadable for q in self.queues.values()
@@ -850,24 +765,11 @@ class AsyncPipeline:
                        for queue in self.queues.values())
 
     def sample(self, t: float, samples: Samples) -> None:
-        add = samples.add
         for queue in self.queues.values():
-            _sample_queue(add, t, f"queue:{queue.name}", len(queue.ready), queue.unacked,
-                          len(queue.consumers))
+            sample_queue(samples, t, f"queue:{queue.name}", len(queue.ready), queue.unacked,
+                         len(queue.consumers))
             if queue.dlq is not None:
-                _sample_queue(add, t, f"queue:{queue.name}.dlq", queue.dlq_ready, 0, 0)
+                sample_queue(samples, t, f"queue:{queue.name}.dlq", queue.dlq_ready, 0, 0)
             if queue.has_retry:
-                _sample_queue(add, t, f"queue:{queue.name}.retry", queue.parked, 0, 0)
-        for service in self.services.values():
-            source = f"service:{service.name}"
-            for metric, value in (*service.gauges().items(), *service.counters.items()):
-                add(t, source, metric, value)
-
-
-def _sample_queue(add: Any, t: float, source: str, ready: int, unacked: int,
-                  consumers: int) -> None:
-    """One queue's row of the sampler (ready, unacked, messages, consumers)."""
-    add(t, source, "ready", ready)
-    add(t, source, "unacked", unacked)
-    add(t, source, "messages", ready + unacked)
-    add(t, source, "consumers", consumers)
+                sample_queue(samples, t, f"queue:{queue.name}.retry", queue.parked, 0, 0)
+        self.sample_services(t, samples)

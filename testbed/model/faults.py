@@ -46,6 +46,14 @@ Modelled (anything else raises NotModelled naming the fault):
   forward) waits until the alarm clears; pika's blocked-connection timeout (30 s)
   fails it.
 Not modelled: the other toxics (timeout, bandwidth, ...) and partition.
+On Kafka (``topology.on_kafka``; the mechanisms: testbed.model.kafka) the same faults
+mean: a cut link or the broker down holds produces (503 only after the producer's
+timeout_s) and commits; a consumer's session (6 s) decides whether a cut, a pause or a
+kill makes its group form again from the committed offsets (``kafka_rejoin_s`` after
+it can); a poison message goes to partition 0 of the consumer's topic; the broker is
+back ``Calibration.kafka_restart_s`` after the removal. Not modelled on Kafka
+(KAFKA_NOT_MODELLED): purge and memory_alarm (RabbitMQ's), crash_loop, route_error and
+crash_at after_write.
 Events: "inject" at the fault's time (detail: what was injected), "remove" at its
 end; a fault without a duration is removed once the load is done (and every timed
 fault has run), as the real schedule's stop does. Targets read "model/<link, service
@@ -80,6 +88,11 @@ BROKER_FAULTS = ("broker_down", "memory_alarm")
 MODELLED = (*LINK_FAULTS, *SERVICE_FAULTS, *QUEUE_FAULTS, *BROKER_FAULTS)
 CRASH_POINTS = {"async_consumer": ("after_process",), "async_gateway": ("after_write",),
                 "http_stage": ()}  # as each role's CrashPoints offers them
+KAFKA_NOT_MODELLED = {  # fault -> why, on a Kafka topology
+    "purge": "a log is not purged (RabbitMQ's fault)",
+    "memory_alarm": "RabbitMQ's resource alarm",
+    "crash_loop": "not modelled on Kafka",
+    "route_error": "not modelled on Kafka"}
 DEPLOYMENT = "model"  # stands where a real run's deployment id stands
 READY_POLL_S = 0.05  # testbed.components.readiness polls a (re)started service so often
 EventRow = tuple[float, str, str, str, str]
@@ -164,9 +177,21 @@ def fault_plan(faults: Iterable[ServiceFault], topology: Topology) -> list[Plann
                               f"model reproduces: {', '.join(MODELLED)}")
         _check_time(fault.at, fault.duration, name)
         params = _params(name, dict(fault.params))
+        if topology.on_kafka:
+            _check_kafka(name, params, fault.describe())
         for target in fault.targets(topology):
             plan.append(PlannedFault(name, target, float(fault.at), fault.duration, params))
     return plan
+
+
+def _check_kafka(name: str, params: dict[str, Any], described: str) -> None:
+    why = KAFKA_NOT_MODELLED.get(name)
+    if why is None and name == "crash_at" and params["point"] == "after_write":
+        why = "the Kafka gateway's crash point after_write is not modelled"
+    if why is not None:
+        modelled = [n for n in MODELLED if n not in KAFKA_NOT_MODELLED]
+        raise NotModelled(f"fault {name!r} ({described}) on Kafka: {why}; on Kafka the "
+                          f"model reproduces: {', '.join(modelled)}")
 
 
 def _check_time(at: float, duration: float | None, name: str) -> None:

@@ -70,14 +70,15 @@ def simulate_readback(topology: Topology, reader: str, count: int, *, poll_s: fl
     timers = Timers(env)
     ledgers: dict[str, Counts] = {spec.name: counts(count) for spec in topology.services}
     queued = times(count, 0.0)
-    shape = build_shape(env, topology, calibration, timers, ledgers, queued, seed, "as_knobs")
+    ids = order_ids(name, count)
+    shape = build_shape(env, topology, calibration, timers, ledgers, queued, seed, "as_knobs",
+                        ids)
     writer = Writer(env, count)
     reads: list[dict[str, Any]] = []
     read_s = calibration.http_hop_ms / 1000.0
     loop = env.process(_writes(env, shape.entry, timers, writer, ledgers[reader], reads,
                                timeout_s, poll_s, max_wait_s, pause_s, read_s))
     env.run(until=loop)
-    ids = order_ids(name, count)
     frame = requests_frame(np.asarray(writer.sent), writer.sent, writer.done, writer.outcome,
                            queued, topology.name, ids)
     for column in ("reads", "read_errors", "first_read_visible", "visible", "staleness_s"):

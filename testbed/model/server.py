@@ -119,23 +119,17 @@ class Server(Service):
         """The hop's HTTP cost and the work, paused time made up; False if the service
         died meanwhile (the request is gone with it)."""
         work = self.work_s
-        seconds = self.hop_s + (work if work is not None else self.work())
-        if seconds:
-            env = self.env
-            started, pauses = env.now, self.pauses
-            yield env.timeout(seconds)
-            if self.pauses != pauses or self.paused:
-                yield from self.make_up(started, seconds)
-            if self.life != visit.life:
-                return False
-        return True
+        return (yield from self.hold(self.hop_s + (work if work is not None else self.work()),
+                                     visit.life))
 
     def arrive(self, visit: Visit) -> Generator[simpy.Event, Any, bool]:
-        """The slow front half: the request crosses a slowed link first."""
+        """The front half: the request crosses the link (if slowed), takes a worker (now
+        or queued); False if it found none (the caller is answered, or waits it out)."""
         call = visit.call
-        yield from call.route.cross("upstream", 0.0)
-        if call.done:
-            return False
+        if call.route.upstream:
+            yield from call.route.cross("upstream", 0.0)
+            if call.done:
+                return False
         state = self.admit(visit)
         if state == WAIT:
             return (yield from self.wait_worker(visit))
@@ -146,14 +140,8 @@ class Server(Service):
         HTTP cost only, no work, no ledger; /stats counts injected_errors, not received."""
         self.counters["received"] -= 1
         self.counters["injected_errors"] += 1
-        if self.hop_s:
-            env = self.env
-            started, pauses = env.now, self.pauses
-            yield env.timeout(self.hop_s)
-            if self.pauses != pauses or self.paused:
-                yield from self.make_up(started, self.hop_s)
-            if self.life != visit.life:
-                return None
+        if not (yield from self.hold(self.hop_s, visit.life)):
+            return None
         return self.reply(visit, status)
 
     def reply(self, visit: Visit, status: int) -> Step | None:

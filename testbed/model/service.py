@@ -116,6 +116,17 @@ class Service:
             yield env.timeout(remaining)
             remaining -= (env.now - t) - self.frozen_in(t, env.now)
 
+    def hold(self, seconds: float, life: int) -> Generator[simpy.Event, Any, bool]:
+        """Spend ``seconds`` of the service's own time (paused time made up); False if
+        it died meanwhile (``life``: the one the step began in)."""
+        if seconds:
+            env = self.env
+            started, pauses = env.now, self.pauses
+            yield env.timeout(seconds)
+            if self.pauses != pauses or self.paused:
+                yield from self.make_up(started, seconds)
+        return self.life == life
+
     # -- kill -----------------------------------------------------------------------
 
     def kill(self) -> None:

@@ -7,6 +7,11 @@ Like a real trial it samples from time 0 every ``period_s``; after the load ends
 every fault is removed it waits for the queues to drain (ready and unacked zero for
 0.5 s, or ``drain_timeout_s``), then samples ``tail_s`` more.
 
+The shape follows the topology: a sync chain (testbed.model.sync), or an async
+pipeline on RabbitMQ (testbed.model.async_) or, where ``topology.on_kafka``, on Kafka
+(testbed.model.kafka: topics, consumer groups; a broker_down's restart takes
+``Calibration.kafka_restart_s`` there instead of ``broker_restart_s``).
+
 Randomness: service times as the knobs make them (the services' own seeded draws,
 see testbed.model.service); everything else (Poisson arrivals, latency jitter,
 reconnect waits, retry jitter, exponential service times) from ``seed``. One seed,
@@ -30,6 +35,7 @@ from testbed.model.async_ import AsyncPipeline
 from testbed.model.calibration import Calibration
 from testbed.model.errors import ModelError
 from testbed.model.faults import fault_plan, schedule
+from testbed.model.kafka import KafkaPipeline
 from testbed.model.record import (
     Counts,
     Samples,
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
 
 SETTLE_S = 0.5  # as testbed.observe.trial: drained must hold this long
 SERVICE_TIMES = ("as_knobs", "exponential")
+Shape = SyncChain | AsyncPipeline | KafkaPipeline
 
 
 def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
@@ -79,27 +86,29 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     faults = list(faults)
     plan = fault_plan(faults, topology)
     n = len(offsets)
+    ids = order_ids(prefix, n)
 
     env = simpy.Environment()
     timers = Timers(env)
     ledgers: dict[str, Counts] = {spec.name: counts(n) for spec in topology.services}
     queued = times(n, 0.0)
-    shape = build_shape(env, topology, calibration, timers, ledgers, queued, seed, service)
+    shape = build_shape(env, topology, calibration, timers, ledgers, queued, seed, service,
+                        ids)
     users = Users(env, offsets, timeout_s, shape.entry, timers, load_workers)
     events: list[tuple[float, str, str, str, str]] = []
+    broker_restart_s = calibration.kafka_restart_s if topology.on_kafka \
+        else calibration.broker_restart_s
     faults_done = schedule(env, plan, shape, events, users.all_done, calibration.restart_s,
-                           calibration.broker_restart_s, calibration.fault_ms / 1000.0)
+                           broker_restart_s, calibration.fault_ms / 1000.0)
     samples = Samples()
     env.process(_sampler(env, shape, samples, period_s))
     finish = env.process(_finish(env, shape, users.all_done, faults_done, period_s,
                                  drain_timeout_s, tail_s))
     with paced_collector():  # the frames too: pandas allocates as fast as the model
         env.run(until=finish)
-        ids = order_ids(prefix, n)
         unreadable: dict[str, int] = {}
         first: Mapping[str, Sequence[int]] = {}
-        if topology.shape == "async":
-            assert isinstance(shape, AsyncPipeline)
+        if not isinstance(shape, SyncChain):
             ledgers.update(shape.dlq_ledgers)
             unreadable = shape.unreadable()
             first = shape.processing_order()
@@ -122,12 +131,16 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
 
 def build_shape(env: simpy.Environment, topology: Topology, calibration: Calibration,
                 timers: Timers, ledgers: dict[str, Counts], queued: Seconds, seed: int,
-                service: str) -> SyncChain | AsyncPipeline:
-    """The topology's services, links (and broker) in ``env``, ready for orders."""
+                service: str, ids: Iterable[str]) -> Shape:
+    """The topology's services, links (and broker) in ``env``, ready for orders (``ids``:
+    the orders' ids, which place a keyed Kafka message in its partition)."""
     link_rng = random.Random(f"model:{seed}:links")
     if topology.shape == "sync":
         return SyncChain(env, topology, calibration, timers, ledgers, queued, seed, service,
                          link_rng)
+    if topology.on_kafka:
+        return KafkaPipeline(env, topology, calibration, timers, ledgers, queued, seed,
+                             service, link_rng, ids)
     return AsyncPipeline(env, topology, calibration, timers, ledgers, queued, seed, service,
                          link_rng)
 
@@ -174,7 +187,7 @@ def _check(timeout_s: float, seed: int, period_s: float, drain_timeout_s: float,
                          "or None")
 
 
-def _sampler(env: simpy.Environment, shape: SyncChain | AsyncPipeline,
+def _sampler(env: simpy.Environment, shape: Shape,
              samples: Samples, period_s: float) -> Generator[simpy.Event, Any, None]:
     tick = 0
     while True:
@@ -183,7 +196,7 @@ def _sampler(env: simpy.Environment, shape: SyncChain | AsyncPipeline,
         yield env.timeout(max(0.0, tick * period_s - env.now))
 
 
-def _finish(env: simpy.Environment, shape: SyncChain | AsyncPipeline, load_done: simpy.Event,
+def _finish(env: simpy.Environment, shape: Shape, load_done: simpy.Event,
             faults_done: simpy.Event, period_s: float, drain_timeout_s: float,
             tail_s: float) -> Generator[simpy.Event, Any, bool]:
     """The end of a trial: load done, faults removed, drained (or given up), the tail."""
