@@ -67,20 +67,23 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
              calibration: Calibration | None = None, period_s: float = 0.25,
              drain_timeout_s: float = 30.0, tail_s: float = 1.0, arrivals: str = "even",
              service: str = "as_knobs", name: str | None = None,
-             load_workers: int | None = LOAD_WORKERS) -> RunResult:
+             load_workers: int | None = LOAD_WORKERS,
+             order_prefix: str | None = None) -> RunResult:
     """Simulate one trial of ``topology`` under ``profile`` and ``faults``.
 
     ``timeout_s``: how long a user waits (the load generator's timeout).
     ``arrivals``: "even" (the profile's schedule) or "poisson".
     ``service``: "as_knobs" or "exponential" (same mean) service times.
     ``load_workers``: the load generator's senders (None: as many as orders).
+    ``order_prefix``: of the order ids (which decide Kafka partitions); give the measured
+    run's to predict its partitions exactly.
     ``profile`` may be a plain sequence of Steps, unbounded by the real generator's
     limits (MAX_REQUESTS, MAX_DURATION_S).
     """
     calibration = calibration if calibration is not None else Calibration()
     _check(timeout_s, seed, period_s, drain_timeout_s, tail_s, service, load_workers)
     name = name or topology.name
-    prefix = f"{name}-model-s{seed}"
+    prefix = order_prefix or f"{name}-model-s{seed}"
     steps = steps_of(profile)
     offsets = arrival_times(steps, arrivals, np.random.default_rng(seed))
     faults = list(faults)

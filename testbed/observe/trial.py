@@ -80,16 +80,19 @@ def wait_until_drained(deployment: Deployment, timeout_s: float, period_s: float
 
 def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
               name: str | None = None, timeout_s: float = 5.0, period_s: float = 0.25,
-              drain_timeout_s: float = 30.0, tail_s: float = 1.0) -> RunResult:
+              drain_timeout_s: float = 30.0, tail_s: float = 1.0,
+              order_prefix: str | None = None) -> RunResult:
     """Run load and faults together; return everything measured.
 
     Time zero of every frame is the load's first scheduled send; the fault plan's times
-    count from there too.
+    count from there too. ``order_prefix``: the orders' ids start with it (default: one
+    unique to this trial); the model is given the same, so on Kafka each order lands on
+    the same partition in both runs.
     """
     name = name or deployment.topology.name
     # Two trials on one deployment must not share order ids: the ledgers keep counting
     # across trials, and the audit reads only this trial's orders (the prefix).
-    prefix = f"{name}-{deployment.id}-t{next(_TRIALS)}"
+    prefix = order_prefix or f"{name}-{deployment.id}-t{next(_TRIALS)}"
     generator = LoadGenerator(deployment.entry_url, profile, topology=deployment.topology.name,
                               timeout_s=timeout_s, order_prefix=prefix)
     generator.start()

@@ -15,7 +15,9 @@ on its own deployment, after both are up.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import os
 import re
 import threading
@@ -38,6 +40,7 @@ from testbed.topology import Topology
 RUNS_DIR = "runs"
 TITLE_FILE = "title.txt"  # beside the trials: the report's heading
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ORDER_PREFIXES = itertools.count(1)  # trials of this process never share order ids
 FaultPlan = Sequence[ServiceFault] | Callable[[Deployment], list[Planned]]
 MODEL_SUFFIX = "_model"  # the key a trial's simulated run is kept under, beside it
 
@@ -175,6 +178,14 @@ class Experiment:
             self.keep(spec.key + MODEL_SUFFIX, model[spec.key])
         return model, unmodelled
 
+    def _named_orders(self, spec: Trial) -> Trial:
+        """The trial with its order ids fixed now, so the model and the real run use the
+        same ones (on Kafka they decide each order's partition)."""
+        if "order_prefix" in spec.options:
+            return spec
+        prefix = f"{spec.key}-{self.runtime.run_id}-e{next(_ORDER_PREFIXES)}"
+        return dataclasses.replace(spec, options={**spec.options, "order_prefix": prefix})
+
     def paired(self, topologies: Iterable[Topology], profile: LoadProfile,
                faults: FaultPlan = (), keys: Sequence[str] | None = None,
                concurrent: bool = True, model: Mapping[str, RunResult] | None = None,
@@ -197,6 +208,7 @@ class Experiment:
         names = [t.key for t in trials]
         if len(set(names)) != len(names):
             raise ExperimentError(f"trials need distinct keys, got {names}")
+        trials = [self._named_orders(t) for t in trials]
         model, unmodelled = self.simulate(trials, model)
         if not concurrent:
             return Results({t.key: self.trial(t.topology, t.profile, t.faults, t.key,

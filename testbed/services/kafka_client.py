@@ -113,7 +113,7 @@ class KafkaPublisher:
         if not self.tracing.enabled:
             self._produce(topic, body, key, carried)
             return
-        with self.tracing.publish("", topic, carried, self.propagate, order_of(body)):
+        with self.tracing.publish(topic, topic, carried, self.propagate, order_of(body)):
             self._produce(topic, body, key, carried)
 
     def _produce(self, topic: str, body: bytes, key: str | None,

@@ -91,9 +91,10 @@ class OtelTracing(Tracing):
     enabled = True
 
     def __init__(self, service: str, endpoint: str, deployment_id: str | None = None,
-                 provider: TracerProvider | None = None) -> None:
+                 provider: TracerProvider | None = None, system: str = "rabbitmq") -> None:
         self.provider = provider or batch_provider(service, endpoint, deployment_id)
         self.service = service
+        self.system = system  # messaging.system of the message spans: rabbitmq | kafka
         self._tracer = self.provider.get_tracer("testbed.services")
         self._propagator = TraceContextTextMapPropagator()
         self._environ = EnvironGetter()
@@ -127,7 +128,7 @@ class OtelTracing(Tracing):
                 propagate: bool, order_id: str | None = None,
                 ) -> contextlib.AbstractContextManager[SpanHandle]:
         attributes: dict[str, AttrValue] = {
-            "messaging.system": "rabbitmq", "messaging.operation.type": "send",
+            "messaging.system": self.system, "messaging.operation.type": "send",
             "messaging.destination.name": exchange or "(default)",
             "messaging.rabbitmq.destination.routing_key": routing_key}
         if order_id is not None:
@@ -141,7 +142,7 @@ class OtelTracing(Tracing):
         context = (self._propagator.extract(headers or {}, getter=self._headers)
                    if propagate else Context())
         return self._span(f"process {queue}", SpanKind.CONSUMER,
-                          {"messaging.system": "rabbitmq",
+                          {"messaging.system": self.system,
                            "messaging.operation.type": "process",
                            "messaging.destination.name": queue}, context)
 

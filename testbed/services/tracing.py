@@ -127,6 +127,7 @@ def tracing_for(config: ServiceConfig) -> Tracing:
         return OFF
     from testbed.services.otel import OtelTracing  # the SDK is imported only here
 
-    tracing = OtelTracing(config.name, config.otlp_endpoint, config.deployment_id)
+    tracing = OtelTracing(config.name, config.otlp_endpoint, config.deployment_id,
+                          system="kafka" if config.kafka is not None else "rabbitmq")
     flush_on_sigterm(tracing)
     return tracing
