@@ -55,9 +55,10 @@ from testbed.model.messaging import Front, Handler, MessagingPipeline, sample_qu
 from testbed.model.record import Counts, Samples, Seconds, counts
 from testbed.model.server import Visit
 from testbed.model.timers import Timers
+from testbed.services.kafka_settings import SESSION_TIMEOUT_MS
 from testbed.topology.model import ServiceSpec, Topology
 
-SESSION_TIMEOUT_S = 6.0  # testbed.services.kafka_client.SESSION_TIMEOUT_MS
+SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000.0
 
 
 class KafkaGateway(Front):

@@ -19,7 +19,6 @@ As testbed/services/kafka_client.py and testbed/runtime/kafka_access.py have the
 from __future__ import annotations
 
 import math
-import zlib
 from array import array
 from collections.abc import Iterable
 from typing import Protocol
@@ -27,13 +26,16 @@ from typing import Protocol
 import simpy
 
 from testbed.model.record import Counts
+from testbed.services.kafka_settings import FETCH_WAIT_MS, partition_of
+
+SEEK_REFETCH_S = FETCH_WAIT_MS / 2000.0  # a seek waits for the fetch in flight (mean)
 
 
 def partitions_of(ids: Iterable[str], partitions: int) -> array[int] | None:
     """Each order's partition (by index), or None when there is one partition."""
     if partitions == 1:
         return None
-    return array("q", (zlib.crc32(order_id.encode()) % partitions for order_id in ids))
+    return array("q", (partition_of(order_id, partitions) for order_id in ids))
 
 
 class Member(Protocol):
@@ -164,7 +166,7 @@ class Group:
         """The owner reads ``offset`` next (if the group has not changed since)."""
         if generation == self.generation:
             self.position[partition] = offset
-            self.ready_from[partition] = now
+            self.ready_from[partition] = now + SEEK_REFETCH_S
             self.fetched[partition] = None
 
     def commit(self, partition: int, offset: int, generation: int) -> bool:

@@ -4,7 +4,7 @@ A Kafka service reaches the broker at its own proxy (KafkaTarget.bootstrap), whi
 broker also advertises to it (testbed.components.kafka), so every connection it makes
 crosses its link. Settings chosen so the model (testbed.model.kafka) can state them:
 - producer: acks=all, no linger, the ``consistent`` partitioner (CRC-32 of the key,
-  modulo the partitions: ``partition_of``), and message.timeout.ms = the service's
+  modulo the partitions: kafka_settings.partition_of), and message.timeout.ms = the service's
   timeout_s: librdkafka queues and retries a message while the broker is away, and
   gives up on it (a failed delivery report) after that long, never later;
 - consumer: a group per consumer service, offsets committed by hand after the work
@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
 from testbed.services.config import ServiceConfig
+from testbed.services.kafka_settings import (
+    FETCH_WAIT_MS,
+    HEARTBEAT_MS,
+    SESSION_TIMEOUT_MS,
+)
 from testbed.services.tracing import OFF, Tracing, order_of
 
-SESSION_TIMEOUT_MS = 6000  # group.min.session.timeout.ms's default: the shortest allowed
-HEARTBEAT_MS = 1000
-FETCH_WAIT_MS = 100  # an idle fetch waits this long; one with data returns at once
 ATTEMPT_HEADER = "x-attempt"
 LOG = logging.getLogger("testbed.kafka.client")
 
@@ -37,11 +38,6 @@ LOG = logging.getLogger("testbed.kafka.client")
 class NotDelivered(OSError):
     """The broker did not take the message within the timeout (down, link cut). An
     OSError, so callers treat it like any lost connection."""
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """Where a keyed message goes: librdkafka's ``consistent`` partitioner."""
-    return zlib.crc32(key.encode()) % partitions
 
 
 def retry_topic(service: str) -> str:

@@ -14,7 +14,7 @@ from confluent_kafka.admin import OffsetSpec
 from testbed.faults import make_fault
 from testbed.observe.dead_letters import UNREADABLE, dead_letters
 from testbed.runtime import Deployment
-from testbed.services.kafka_client import partition_of
+from testbed.services.kafka_settings import partition_of
 from testbed.topology import Knobs, async_pipeline
 
 from .conftest import Deploy, eventually
