@@ -279,7 +279,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from testbed.runtime import get_runtime
     from testbed.scenario.calibrate import measure, save_calibration
 
-    print(f"calibrating the model on the {args.runtime} runtime: 10 short trials (~1.5 min)")
+    print(f"calibrating the model on the {args.runtime} runtime: 14 short trials (~2.5 min)")
     with get_runtime(args.runtime) as runtime:
         calibration, raw = measure(runtime, Path(args.report_dir))
     path = save_calibration(calibration, raw, args.runtime)

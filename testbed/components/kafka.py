@@ -70,6 +70,7 @@ STORAGE_TOOL = "kafka.tools.StorageTool"
 NODE_ID = 1
 DIRECT = "DIRECT"
 CONTROLLER = "CONTROLLER"
+INTERNAL = "INTERNAL"  # in a container: for unproxied clients on its network (docker runtime)
 # A small heap and the serial collector: a test broker holds little, and on a 2-core
 # machine G1's concurrent threads would compete with the system under test.
 BROKER_JVM = ("-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError")
@@ -90,6 +91,7 @@ logger.server.level = INFO
 logger.kafka.name = kafka.Kafka$
 logger.kafka.level = INFO
 """
+LOG4J2 = _LOG4J2  # what a node in a container is given too (the docker runtime)
 
 
 def listener_name(client: str) -> str:
@@ -104,11 +106,16 @@ def listener_name(client: str) -> str:
 @dataclass(frozen=True)
 class ClientListener:
     """One proxied client's own listener: the broker listens on ``broker_port`` (its
-    proxy's upstream) and advertises ``proxy_port`` (where the proxy listens)."""
+    proxy's upstream) and advertises ``proxy_port`` (where the proxy listens).
+
+    The hosts are 127.0.0.1 for a local node; in containers (the docker runtime) the
+    proxy is ``toxiproxy:<port>`` and the broker ``kafka:<port>`` on the network."""
 
     client: str
     broker_port: int
     proxy_port: int
+    proxy_host: str = "127.0.0.1"  # advertised to the client: where its proxy listens
+    broker_host: str = "127.0.0.1"  # where its proxy reaches the broker
 
     @property
     def name(self) -> str:
@@ -117,12 +124,12 @@ class ClientListener:
     @property
     def upstream(self) -> str:
         """What the client's Toxiproxy forwards to."""
-        return f"127.0.0.1:{self.broker_port}"
+        return f"{self.broker_host}:{self.broker_port}"
 
     @property
     def bootstrap(self) -> str:
         """What the client is given as bootstrap.servers: its proxy."""
-        return f"127.0.0.1:{self.proxy_port}"
+        return f"{self.proxy_host}:{self.proxy_port}"
 
 
 def new_cluster_id() -> str:
@@ -153,13 +160,26 @@ def check_listeners(port: int, controller_port: int,
 
 
 def render_properties(port: int, controller_port: int, data_dir: Path,
-                      clients: Sequence[ClientListener]) -> str:
-    """server.properties for a one-node KRaft broker+controller on 127.0.0.1."""
-    listeners = [f"{DIRECT}://127.0.0.1:{port}", f"{CONTROLLER}://127.0.0.1:{controller_port}"]
-    listeners += [f"{c.name}://127.0.0.1:{c.broker_port}" for c in clients]
+                      clients: Sequence[ClientListener], bind_host: str = "127.0.0.1",
+                      internal: tuple[str, int] | None = None) -> str:
+    """server.properties for a one-node KRaft broker+controller on 127.0.0.1.
+
+    In a container (the docker runtime) the listeners clients reach bind ``bind_host``
+    (0.0.0.0: the container's own interfaces; published ports bind the host's
+    127.0.0.1), DIRECT is still advertised as 127.0.0.1:``port`` (the testbed on the host,
+    through a port published at the same number), and ``internal`` = (host, port) adds
+    an INTERNAL listener advertised as host:port, for unproxied clients on the network.
+    CONTROLLER always stays on 127.0.0.1: the quorum is this one node."""
+    names = [DIRECT, CONTROLLER, *([INTERNAL] if internal else []), *(c.name for c in clients)]
+    listeners = [f"{DIRECT}://{bind_host}:{port}",
+                 f"{CONTROLLER}://127.0.0.1:{controller_port}"]
     advertised = [f"{DIRECT}://127.0.0.1:{port}"]
-    advertised += [f"{c.name}://127.0.0.1:{c.proxy_port}" for c in clients]
-    protocols = [f"{name}:PLAINTEXT" for name in (DIRECT, CONTROLLER, *(c.name for c in clients))]
+    if internal is not None:
+        listeners.append(f"{INTERNAL}://{bind_host}:{internal[1]}")
+        advertised.append(f"{INTERNAL}://{internal[0]}:{internal[1]}")
+    listeners += [f"{c.name}://{bind_host}:{c.broker_port}" for c in clients]
+    advertised += [f"{c.name}://{c.bootstrap}" for c in clients]
+    protocols = [f"{name}:PLAINTEXT" for name in names]
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
@@ -227,6 +247,15 @@ class KafkaAdmin:
     def brokers(self, timeout: float | None = None) -> dict[int, str]:
         """Node id -> advertised host:port, as the cluster metadata says."""
         return {b.id: f"{b.host}:{b.port}" for b in self._metadata(timeout).brokers.values()}
+
+    def serving(self, node_id: int = NODE_ID, timeout: float = 2.0) -> bool:
+        """The node is in the metadata and leads every partition: after a restart the
+        metadata can answer before the partitions have their leader back, and a produce
+        then fails."""
+        metadata = self._metadata(timeout)
+        return node_id in metadata.brokers and all(
+            partition.leader == node_id and partition.error is None
+            for topic in metadata.topics.values() for partition in topic.partitions.values())
 
     def topics(self) -> list[str]:
         """The topics, less Kafka's internal ones (__consumer_offsets and the like)."""
@@ -343,7 +372,7 @@ class KafkaNode:
     def _ready(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
             pass  # cheap first: no admin call (and its reconnect noise) before a listener
-        return NODE_ID in self.admin.brokers(timeout=2.0)
+        return self.admin.serving(NODE_ID, timeout=2.0)
 
     def running(self) -> bool:
         return self.process.running()

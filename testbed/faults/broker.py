@@ -20,11 +20,11 @@ import pika.exceptions
 import requests
 from confluent_kafka import Producer
 
-from testbed.components.kafka import CLIENT_LOG, KafkaNode
+from testbed.components.kafka import CLIENT_LOG
 from testbed.faults.base import Fault, FaultError, FaultSpecError, Verification
 from testbed.faults.probes import probe
 from testbed.runtime.base import BrokerAccess, BrokerControl, Deployment
-from testbed.runtime.kafka_access import KafkaAccess
+from testbed.runtime.kafka_access import KafkaAccess, KafkaControl
 
 DEFAULT_WATERMARK = 0.4  # RabbitMQ's default vm_memory_high_watermark
 POISON = b"\x00this is not an order{"
@@ -85,7 +85,7 @@ class BrokerDown(Fault):
 
     def __init__(self, deployment: Deployment, graceful: bool = True) -> None:
         super().__init__(f"broker of {deployment.id}")
-        self.control: BrokerControl | KafkaNode
+        self.control: BrokerControl | KafkaControl
         if deployment.kafka is not None:  # the deployment's own Kafka node
             self.control, self.port, self.protocol = (deployment.kafka.control,
                                                       deployment.kafka.control.port, "kafka")

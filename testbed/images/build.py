@@ -16,6 +16,12 @@ official when a registry answers, else offline.
   apart from the service image so neither carries the other's runtime (Erlang or Python)
   and a code edit never rebuilds the broker.
 - ``toxiproxy``: FROM scratch around a static toxiproxy-server built with Go.
+- ``kafka``: a debootstrap rootfs with Debian's openjdk-17-jre-headless and the Kafka jars
+  `testbed setup` copied from Maven Central (the same ones the local runtime runs), imported
+  with ``docker import``; its command (files/testbed-kafka) formats the data dir on the first
+  start and execs the broker. Without the jars it cannot be built: ``testbed images build``
+  says so (the fix: ``testbed setup``); the docker runtime builds the other images and
+  refuses only a topology on Kafka, with the same words.
 
 Every image carries the labels ``testbed.image`` (its kind), ``testbed.source`` and
 ``testbed.inputs`` (a hash of everything that went into it); it is tagged
@@ -44,10 +50,10 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from testbed.components.binaries import TOXIPROXY_MODULE
+from testbed.components.binaries import TOXIPROXY_MODULE, find_kafka_libs, require_kafka_libs
 from testbed.components.docker_engine import engine
 from testbed.components.install import apt_install
-from testbed.errors import ComponentError
+from testbed.errors import ComponentError, MissingBinaryError
 from testbed.runs import state_root
 
 RECIPE_VERSION = "1"  # bump to force every image to be rebuilt
@@ -60,8 +66,15 @@ LABEL_SOURCE = "testbed.source"
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the testbed package
 # What the services import from PyPI, pinned to the versions the controller runs with.
 SERVICE_DISTRIBUTIONS = ("pika", "requests", "waitress", "tenacity", "pybreaker")
+# The services' Kafka client, in the offline python-base only: the official recipes
+# (compose/images/service/requirements.txt) have no Kafka image to go with it yet.
+KAFKA_CLIENT_DISTRIBUTIONS = ("confluent-kafka",)
 PYTHON_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 RABBITMQ_PACKAGES = ("rabbitmq-server",)
+KAFKA_PACKAGES = ("openjdk-17-jre-headless",)
+KAFKA_COMMAND = "testbed-kafka"  # files/testbed-kafka, in /usr/local/bin
+KAFKA_LIBS = "/opt/kafka/libs"  # the jars, in the kafka image
+KAFKA_CONFIG_DIR = "/etc/kafka"  # server.properties and log4j2.properties, copied in
 SERVICE_CONFIG_PATH = "/etc/testbed/service.json"
 VENV = "/opt/testbed/venv"
 SOURCE_DIR = "/opt/testbed/src"
@@ -90,7 +103,7 @@ def _sha(*parts: str) -> str:
 def service_requirements() -> list[str]:
     """``name==version`` of the services' PyPI dependencies, as installed here."""
     pins = []
-    for name in SERVICE_DISTRIBUTIONS:
+    for name in (*SERVICE_DISTRIBUTIONS, *KAFKA_CLIENT_DISTRIBUTIONS):
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -122,6 +135,8 @@ class Recipe:
     build: Callable[[docker.DockerClient, Recipe], None]
     depends: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    # Why it cannot be built here (an input is missing), with the fix; None when it can.
+    unavailable: str | None = None
 
     @property
     def tag(self) -> str:
@@ -144,9 +159,34 @@ def broker_command_text() -> str:
     return (FILES_DIR / BROKER_COMMAND).read_text()
 
 
+def kafka_jars() -> list[str]:
+    """``name:size`` of every Kafka jar `testbed setup` copied (empty when there are
+    none): what the kafka image's hash covers (the names carry the versions)."""
+    libs = find_kafka_libs()
+    if libs is None:
+        return []
+    return [f"{jar.name}:{jar.stat().st_size}" for jar in sorted(libs.glob("*.jar"))]
+
+
+def kafka_recipe() -> Recipe:
+    jars = kafka_jars()
+    unavailable = None
+    if not jars:
+        try:
+            require_kafka_libs()
+        except MissingBinaryError as exc:
+            unavailable = (f"the kafka image needs Kafka's jars: {exc}. Fix: `testbed setup`, "
+                           "then `testbed images build`")
+    return Recipe("kafka", "offline",
+                  _sha("kafka", RECIPE_VERSION, SUITE, MIRROR, *KAFKA_PACKAGES, KAFKA_LIBS,
+                       (FILES_DIR / KAFKA_COMMAND).read_text(), *(jars or ["no jars"])),
+                  _build_kafka, unavailable=unavailable)
+
+
 def recipes(source: str = "offline") -> dict[str, Recipe]:
     """Every image of ``source`` with the hash of its current inputs (cheap: hashes files,
-    builds none). The runtime needs the kinds service, rabbitmq and toxiproxy."""
+    builds none). The runtime needs the kinds service, rabbitmq and toxiproxy, and kafka
+    for a topology on Kafka (offline only: the official recipes have none yet)."""
     if source == "official":
         from testbed.images import official
 
@@ -169,7 +209,7 @@ def recipes(source: str = "offline") -> dict[str, Recipe]:
                            broker_command_text(), BROKER_SBIN), _build_rabbitmq)
     toxiproxy = Recipe("toxiproxy", "offline",
                        _sha("toxiproxy", RECIPE_VERSION, TOXIPROXY_MODULE), _build_toxiproxy)
-    return {r.kind: r for r in (base, service, rabbitmq, toxiproxy)}
+    return {r.kind: r for r in (base, service, rabbitmq, toxiproxy, kafka_recipe())}
 
 
 def current(client: docker.DockerClient, recipe: Recipe) -> Image | None:
@@ -194,7 +234,8 @@ def resolve_source(client: docker.DockerClient, requested: str | None = None) ->
         return wanted
     for source in ("official", "offline"):
         with contextlib.suppress(ComponentError):
-            if all(current(client, r) is not None for r in recipes(source).values()):
+            if all(current(client, r) is not None for r in recipes(source).values()
+                   if r.unavailable is None):
                 return source
     from testbed.images.official import registry_problem
 
@@ -206,11 +247,13 @@ def resolve_source(client: docker.DockerClient, requested: str | None = None) ->
 
 def image_refs(client: docker.DockerClient | None = None,
                source: str | None = None) -> dict[str, str]:
-    """kind -> image reference for the runtime, building whatever is missing or stale."""
+    """kind -> image reference for the runtime, building whatever is missing or stale.
+    An image that cannot be built here (the kafka image without Kafka's jars) is left
+    out: the runtime refuses only what needs it."""
     client = client or engine()
     source = resolve_source(client, source)
-    build_images(client=client, source=source)
-    return {kind: r.ref for kind, r in recipes(source).items()}
+    build_images(client=client, source=source, skip_unavailable=True)
+    return {kind: r.ref for kind, r in recipes(source).items() if r.unavailable is None}
 
 
 @contextlib.contextmanager
@@ -227,9 +270,11 @@ def _build_lock() -> Iterator[None]:
 
 def build_images(force: bool = False, client: docker.DockerClient | None = None,
                  log: Callable[[str], None] | None = None,
-                 source: str | None = None) -> list[str]:
+                 source: str | None = None, skip_unavailable: bool = False) -> list[str]:
     """Build every image whose inputs changed (all of them with ``force``); returns the
-    references of the images built now. Idempotent and safe to call from many processes."""
+    references of the images built now. Idempotent and safe to call from many processes.
+    An image whose inputs are missing here is an error naming the fix, or with
+    ``skip_unavailable`` a line in the log (after the others are built)."""
     say = log or (lambda _: None)
     client = client or engine()
     source = resolve_source(client, source)
@@ -237,7 +282,8 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
         from testbed.images.official import registry_problem
 
         problem = registry_problem(client) if not all(
-            current(client, r) for r in recipes(source).values()) or force else None
+            current(client, r) for r in recipes(source).values()
+            if r.unavailable is None) or force else None
         if problem:
             raise ComponentError(f"official images cannot be built: {problem}. Fix: build "
                                  "them offline with `testbed images build --source offline` "
@@ -245,7 +291,10 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
     built: list[str] = []
     with _build_lock():
         plan = recipes(source)
+        unavailable = [r for r in plan.values() if r.unavailable is not None]
         for kind, recipe in plan.items():
+            if recipe.unavailable is not None:
+                continue
             if not force and current(client, recipe) is not None:
                 say(f"cached  {recipe.ref}")
                 client.images.get(recipe.ref).tag(f"{REPOSITORY}/{kind}", "latest")
@@ -258,6 +307,10 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
             say(f"built   {recipe.ref} in {seconds:.1f} s")
             built.append(recipe.ref)
         _prune_stale(client, plan, say)
+    for recipe in unavailable:
+        if not skip_unavailable:
+            raise ComponentError(recipe.unavailable or recipe.kind)
+        say(f"skip    {recipe.kind}: {recipe.unavailable}")
     return built
 
 
@@ -273,7 +326,8 @@ def _prune_stale(client: docker.DockerClient, plan: dict[str, Recipe],
         if created.timestamp() > cutoff:
             continue
         recipe = plan.get(kind)
-        if recipe is None or image.labels.get(LABEL_SOURCE, "offline") != recipe.source:
+        if recipe is None or recipe.unavailable is not None or \
+                image.labels.get(LABEL_SOURCE, "offline") != recipe.source:
             continue  # another kind, or the other source's build: not ours to judge
         if image.labels.get(LABEL_INPUTS) != recipe.inputs:
             try:
@@ -467,6 +521,56 @@ def _build_toxiproxy(client: docker.DockerClient, recipe: Recipe) -> None:
         _docker_build(client, work, recipe)
 
 
+def _build_kafka(client: docker.DockerClient, recipe: Recipe) -> None:
+    libs = require_kafka_libs()  # MissingBinaryError naming `testbed setup`
+    with _workdir(recipe.kind) as work:
+        root = work / "rootfs"
+        _debootstrap(root, KAFKA_PACKAGES, "debootstrap of the kafka rootfs")
+        _require_java(root)
+        target = root / KAFKA_LIBS.lstrip("/")
+        target.mkdir(parents=True)
+        for jar in sorted(libs.glob("*.jar")):
+            shutil.copyfile(jar, target / jar.name)
+        (root / KAFKA_CONFIG_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        entry = root / "usr/local/bin" / KAFKA_COMMAND
+        shutil.copyfile(FILES_DIR / KAFKA_COMMAND, entry)
+        entry.chmod(0o755)
+        _slim(root)
+        _import_rootfs(client, root, recipe, [
+            "ENV LANG=C.UTF-8",
+            "WORKDIR /var/lib/kafka",
+            f'CMD ["/usr/local/bin/{KAFKA_COMMAND}"]',
+        ])
+    _check_java_runs(client, recipe)
+
+
+def _require_java(root: Path) -> None:
+    """The rootfs has a Java (debootstrap installs what it can resolve and can leave
+    openjdk out on a mirror without it): refuse before the image is imported."""
+    javas = [str(j.relative_to(root)) for j in sorted(root.glob("usr/lib/jvm/*/bin/java"))]
+    if not javas or not os.path.lexists(root / "usr/bin/java"):
+        raise ComponentError(
+            "the kafka image's rootfs has no java after debootstrap of "
+            f"{', '.join(KAFKA_PACKAGES)} from {MIRROR} (found {javas}). Fix: point "
+            "$TESTBED_DEBIAN_MIRROR at a bookworm mirror that carries openjdk-17-jre-headless, "
+            "then `testbed images build` (the Kafka jars come from `testbed setup`)")
+
+
+def _check_java_runs(client: docker.DockerClient, recipe: Recipe) -> None:
+    """`java -version` in the new image; a failure removes the image, so the next build
+    does not take it for a good one."""
+    try:
+        client.containers.run(recipe.ref, ["java", "-version"], remove=True,
+                              network_mode="none", stdout=True, stderr=True)
+    except docker.errors.DockerException as exc:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.images.remove(recipe.ref, force=True)
+        raise ComponentError(f"the kafka image runs no java (`java -version` failed: {exc}). "
+                             "Fix: rebuild it with `testbed images build --force`; if that "
+                             "fails again, check $TESTBED_DEBIAN_MIRROR serves bookworm's "
+                             "openjdk-17-jre-headless") from exc
+
+
 def _build_official(client: docker.DockerClient, recipe: Recipe) -> None:
     from testbed.images.official import build_context
 
@@ -483,5 +587,7 @@ def describe(client: docker.DockerClient | None = None, source: str | None = Non
     for recipe in recipes(source).values():
         image = current(client, recipe)
         state = f"built {image.attrs.get('Size', 0) / 1e6:.0f} MB" if image else "NOT BUILT"
+        if recipe.unavailable is not None:
+            state = f"CANNOT BUILD: {recipe.unavailable}"
         lines.append(f"{recipe.kind:12} {recipe.ref:40} {state}")
     return lines

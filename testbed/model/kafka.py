@@ -108,7 +108,8 @@ class KafkaConsumer(Handler):
         self.commit_s = calibration.kafka_commit_ms / 1000.0
         self.rejoin_s = calibration.kafka_rejoin_s
         self.backoff_s = knobs.error_backoff_ms / 1000.0
-        self.client = Client(env, self, link, pipeline.broker, self.rng, pipeline.produce_s)
+        self.client = Client(env, self, link, pipeline.broker, self.rng,
+                             calibration.kafka_forward_ms / 1000.0)
         self.client.on_change.append(self._connection)
         link.on_eased.append(self._eased)
         self.out = pipeline.topic(spec.publishes) if spec.publishes else None

@@ -9,7 +9,9 @@ ready / unacked / consumers. On a log the same quantities are defined once, here
 - ``<consumer>.retry``: the lag of the retry worker's group on the retry topic;
 - ``<consumer>.dlq``: the messages in the dead-letter topic (nobody consumes it).
 Each deployment has a node of its own (its listeners are fixed at boot, one per proxied
-client), so taking this broker down hits this deployment only.
+client), so taking this broker down hits this deployment only. The node is whatever runs
+it, behind the KafkaControl protocol: a local JVM (testbed.components.kafka.KafkaNode) or
+a container (testbed.runtime.docker.kafka.ContainerKafka).
 """
 
 from __future__ import annotations
@@ -19,18 +21,33 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from testbed.components.kafka import CLIENT_LOG, KafkaNode
+from testbed.components.kafka import CLIENT_LOG, KafkaAdmin
 from testbed.components.rabbitmq import QueueState
 from testbed.errors import BrokerError
 from testbed.services.kafka_client import dead_letter_topic, retry_topic
 
 TIMEOUT_S = 2.0
+
+
+class KafkaControl(Protocol):
+    """What the testbed needs of a deployment's Kafka node, whatever runs it: the
+    samplers and admin calls on the host, and broker_down (halt, start)."""
+
+    @property
+    def port(self) -> int: ...  # the testbed's own listener, on the host's 127.0.0.1
+    @property
+    def bootstrap(self) -> str: ...  # "127.0.0.1:<port>"
+    @property
+    def admin(self) -> KafkaAdmin: ...  # admin calls through that listener
+    def running(self) -> bool: ...
+    def halt(self, graceful: bool = True) -> None: ...  # down, data kept
+    def start(self, timeout: float = 90.0) -> float: ...  # back up; seconds until ready
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,7 @@ class FreshAdmin:
 class KafkaAccess:
     """A deployment's Kafka node and what lives on it."""
 
-    node: KafkaNode
+    node: KafkaControl
     partitions: int
     groups: tuple[GroupTopic, ...]
     kind: str = "kafka"
@@ -77,7 +94,7 @@ class KafkaAccess:
         object.__setattr__(self, "admin", FreshAdmin(self.node.bootstrap))
 
     @property
-    def control(self) -> KafkaNode:
+    def control(self) -> KafkaControl:
         return self.node
 
     @property

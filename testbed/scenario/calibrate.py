@@ -19,7 +19,13 @@ all trials at a rate far below any capacity so nothing queues:
 - restart_s: a killed service's fault window beyond its planned down time;
 - broker_restart_s: the same for the broker (killed, started again, answering AMQP);
 - fault_ms: how long after its planned time each cut is recorded (the median over the
-  trials' injections and removals).
+  trials' injections and removals);
+- on Kafka (broker kind "kafka"): kafka_produce_ms as publish_confirm_ms, from a Kafka
+  pipeline's edge p50; kafka_commit_ms from a Kafka consumer's drain (handler + commit
+  per message) less handler_ms; kafka_forward_ms from the same drain by a consumer that
+  produces the next event, less that; kafka_restart_s and kafka_rejoin_s from a killed
+  Kafka node: its fault window beyond the planned down time, and from the window's end
+  until payments handles a message again.
 
 The result is saved per runtime (``calibration-<runtime>.json`` under ~/.cache/testbed,
 or $TESTBED_CALIBRATION_DIR) with when and where it was measured; the model uses it
@@ -29,15 +35,17 @@ from then on, and every simulated run carries it in its meta (printed in the rep
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from testbed.analysis import drain_rate
+from testbed.analysis import drain_rate, series
 from testbed.load import constant, stepped
 from testbed.model import Calibration
 from testbed.model.calibration import calibration_file
@@ -45,8 +53,8 @@ from testbed.observe import RunResult
 from testbed.runtime import Runtime
 from testbed.scenario import metrics as m
 from testbed.scenario.experiment import Experiment, Trial
-from testbed.scenario.faults import fault, unreachable
-from testbed.topology import Knobs, async_pipeline, sync_chain
+from testbed.scenario.faults import ServiceFault, fault, unreachable
+from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 QUIET = constant(20, 5)  # far below every capacity: nothing waits for a worker
 WARM_S = 1.0  # the first second opens every connection: not the steady cost
@@ -103,6 +111,7 @@ def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, 
         Trial("broker", async_pipeline(1, name="broker"), QUIET,
               [fault("broker_down", at=1.0, duration=DOWN_S, graceful=False)],
               {"drain_timeout_s": 20}),
+        *kafka_trials(queued),
     ], concurrent=False)
     p50 = {k: m.edge_latency(found[k], 50, start=WARM_S)  # after the first connections
            for k in ("sync_d1", "sync_d4", "async_d1")}
@@ -130,11 +139,49 @@ def measure(runtime: Runtime, report_dir: Path) -> tuple[Calibration, dict[str, 
         "broker_restart_s": max(0.0, broker_end - broker_start - DOWN_S),
         "fault_ms": 1000 * float(statistics.median(lags)),
     }
+    constants |= kafka_constants(found, p50["sync_d1"], hop_s, per_p10)
     raw = {"edge_p50_s": p50, "per_message_s": {"prefetch_1": per_p1, "prefetch_10": per_p10,
                                                 "forward": per_forward},
            "cut_behind_s": behind_s, "restart_window_s": end - start,
            "broker_window_s": broker_end - broker_start, "fault_lags_s": lags}
     return Calibration(**{k: round(v, 3) for k, v in constants.items()}), raw
+
+
+def kafka_trials(queued: list[ServiceFault]) -> list[Trial]:
+    """The Kafka pipeline's trials: quiet, drains without and with a forward, a kill."""
+    def kafka(depth: int, name: str) -> Topology:
+        return async_pipeline(depth, knobs=Knobs(work_ms=0.0), name=name, broker="kafka")
+
+    return [Trial("kafka_d1", kafka(1, "kafka_d1"), QUIET),
+            Trial("kafka_drain", kafka(1, "kafka_drain"), BURST, queued),
+            Trial("kafka_forward", kafka(2, "kafka_forward"), BURST, queued),
+            Trial("kafka_broker", kafka(1, "kafka_broker"), QUIET,
+                  [fault("broker_down", at=1.0, duration=DOWN_S, graceful=False)],
+                  {"drain_timeout_s": 20})]
+
+
+def first_progress_after(result: RunResult, service: str, t: float) -> float:
+    """When a service's ``ok`` counter first grows after ``t`` (NaN: never)."""
+    ok = series(result.samples, f"service:{service}", "ok")
+    after = ok[ok.index >= t]
+    grown = after[after > after.iloc[0]] if len(after) else after
+    return float(grown.index[0]) if len(grown) else math.nan
+
+
+def kafka_constants(found: Mapping[str, RunResult], sync_d1_p50_s: float, hop_s: float,
+                    handler_s: float) -> dict[str, float]:
+    edge_s = m.edge_latency(found["kafka_d1"], 50, start=WARM_S)
+    per_drain, per_forward = (_per_message_s(found[k]) for k in ("kafka_drain",
+                                                                  "kafka_forward"))
+    start, end = m.fault_window(found["kafka_broker"])
+    return {
+        "kafka_produce_ms": 1000 * max(0.0, edge_s - sync_d1_p50_s + hop_s),
+        "kafka_commit_ms": 1000 * max(0.0, per_drain - handler_s),
+        "kafka_forward_ms": 1000 * max(0.0, per_forward - per_drain),
+        "kafka_restart_s": max(0.0, end - start - DOWN_S),
+        "kafka_rejoin_s": max(0.0, first_progress_after(found["kafka_broker"], "payments",
+                                                        end) - end),
+    }
 
 
 def save_calibration(calibration: Calibration, raw: dict[str, Any], runtime: str) -> Path:

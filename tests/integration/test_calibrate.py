@@ -13,7 +13,7 @@ from testbed.model.calibration import load_calibration
 from testbed.runtime import Runtime
 from testbed.scenario.calibrate import measure, save_calibration
 
-pytestmark = pytest.mark.local_only
+pytestmark = [pytest.mark.local_only, pytest.mark.heavy]  # heavy: it boots Kafka nodes
 
 
 def test_calibration_measures_every_constant(testbed_runtime: Runtime, tmp_path: Path,
@@ -28,6 +28,11 @@ def test_calibration_measures_every_constant(testbed_runtime: Runtime, tmp_path:
     assert 0.0 <= calibration.delivery_ms <= 30, raw
     assert 0.0 <= calibration.connect_ms <= 500, raw
     assert 0.0 < calibration.restart_s <= 10, raw
+    assert 0.0 < calibration.kafka_commit_ms <= 50, raw
+    assert 0.0 <= calibration.kafka_produce_ms <= 50, raw
+    assert 0.0 <= calibration.kafka_forward_ms <= 50, raw
+    assert 1.0 < calibration.kafka_restart_s <= 30, raw
+    assert 0.0 < calibration.kafka_rejoin_s <= 10, raw
     path = save_calibration(calibration, raw, "local")
     assert json.loads(path.read_text())["constants"]["http_hop_ms"] == calibration.http_hop_ms
     loaded, source = load_calibration("local")

@@ -19,7 +19,7 @@ from testbed.topology import Knobs, async_pipeline
 
 from .conftest import Deploy, eventually
 
-pytestmark = [pytest.mark.local_only, pytest.mark.heavy]
+pytestmark = pytest.mark.heavy
 
 
 def place(deployment: Deployment, prefix: str, count: int) -> list[str]:

@@ -1,6 +1,7 @@
 """The ``docker`` runtime: every service, the broker and Toxiproxy in containers.
 
 containers.py  services, the broker and Toxiproxy as handles, readiness and log tails
+kafka.py       a deployment's Kafka node in a container (KafkaControl)
 plan.py        what a topology becomes: service configs, broker objects, proxy upstreams
 runtime.py     DockerRuntime (the Runtime protocol): networks, containers, teardown
 cleanup.py     removing a run's objects: teardown, the watchdog, `testbed gc`

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from testbed.errors import TopologyError
 from testbed.images.build import BROKER_SBIN
 from testbed.runtime.docker.containers import (
     AMQP_PORT,
@@ -60,6 +61,12 @@ def compose_project(topologies: list[Topology]) -> tuple[dict[str, Any], dict[st
     ``sync`` / ``async``. Service configs come from :func:`service_config`, proxies from
     :func:`proxy_upstream`, broker objects from :func:`broker_objects`: the same functions
     the runtime uses, so the files cannot drift from what the controller creates."""
+    on_kafka = [t.name for t in topologies if t.on_kafka]
+    if on_kafka:
+        raise TopologyError("broker.kind", f"compose files describe RabbitMQ topologies only "
+                            f"({', '.join(on_kafka)} runs on Kafka)",
+                            "deploy it with the docker runtime (--runtime docker), which runs "
+                            "a Kafka container per deployment")
     services: dict[str, Any] = {}
     networks: dict[str, Any] = {}
     files: dict[str, str] = {}

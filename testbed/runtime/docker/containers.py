@@ -25,7 +25,7 @@ from testbed.images.build import BROKER_SBIN
 LABEL_RUN = "testbed.run"
 LABEL_CONTROLLER = "testbed.controller"  # "<pid>:<process start time>"
 LABEL_DEPLOYMENT = "testbed.deployment"
-LABEL_ROLE = "testbed.role"  # service | toxiproxy | broker
+LABEL_ROLE = "testbed.role"  # service | toxiproxy | broker | kafka | network
 LABEL_SERVICE = "testbed.service"
 SERVICE_PORT = 8080  # inside a service container
 TOXIPROXY_API_PORT = 8474
@@ -124,13 +124,19 @@ def remove_containers(containers: list[Container]) -> list[str]:
 
 
 def tar_one(path: str, data: bytes) -> bytes:
+    return tar_files({path: data})
+
+
+def tar_files(files: dict[str, bytes]) -> bytes:
+    """A tar archive of files (absolute path -> content), for ``put_archive("/", ...)``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(path.lstrip("/"))
-        info.size = len(data)
-        info.mode = 0o644
-        info.mtime = int(time.time())
-        archive.addfile(info, io.BytesIO(data))
+        for path, data in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 

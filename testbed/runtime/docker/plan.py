@@ -1,13 +1,17 @@
 """What the docker runtime creates for a topology, as plain data: service configs, broker
-objects, proxy upstreams, and the labels that tie every object to its controller."""
+objects, proxy upstreams, a deployment's Kafka listeners, and the labels that tie every
+object to its controller."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 
+from testbed.components.kafka import ClientListener, check_listeners, render_properties
+from testbed.errors import TestbedError
 from testbed.runs import RunRecord
 from testbed.runtime.base import (
     dead_letter_exchange,
@@ -15,8 +19,20 @@ from testbed.runtime.base import (
     retry_queue,
 )
 from testbed.runtime.docker.containers import AMQP_PORT, LEDGER_DIR, SERVICE_PORT
-from testbed.services.config import AmqpTarget, ServiceConfig
-from testbed.topology.model import Knobs, Topology
+from testbed.services.config import AmqpTarget, KafkaTarget, ServiceConfig
+from testbed.topology.model import Knobs, LinkSpec, Topology
+
+# A deployment's Kafka container, alias ``kafka`` on its network. Inside it: INTERNAL for
+# unproxied clients on the network, CONTROLLER for the quorum (never leaves the
+# container), and a listener per proxied client at KAFKA_CLIENT_PORT_BASE + its position,
+# which that client's proxy forwards to. DIRECT (the testbed on the host) listens on the
+# number it is published at on 127.0.0.1, so 127.0.0.1:<port> means the node inside the
+# container too (it is also the inter-broker listener).
+KAFKA_ALIAS = "kafka"
+KAFKA_INTERNAL_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+KAFKA_CLIENT_PORT_BASE = 9100
+KAFKA_DATA_DIR = "/var/lib/kafka/data"
 
 
 @dataclass
@@ -31,11 +47,13 @@ class ContainerPlan:
 
 
 def service_config(topology: Topology, name: str, proxy_ports: dict[str, int],
-                   broker: tuple[str, str, str] | None) -> ServiceConfig:
+                   broker: tuple[str, str, str] | None,
+                   kafka: KafkaPlan | None = None) -> ServiceConfig:
     """A service's config as seen inside its network: peers by alias, fixed inner ports.
 
     ``proxy_ports``: link name -> the proxy's listen port; ``broker``: (vhost, user,
-    password). Shared by the runtime and the compose files, so they cannot drift."""
+    password) on RabbitMQ; ``kafka``: the deployment's Kafka listeners on Kafka. Shared
+    by the runtime and the compose files, so they cannot drift."""
     spec = topology.service(name)
     downstream_url = None
     link = topology.downstream(name)
@@ -49,11 +67,63 @@ def service_config(topology: Topology, name: str, proxy_ports: dict[str, int],
         host, port = (("toxiproxy", proxy_ports[amqp_link.name]) if amqp_link.proxied
                       else ("broker", AMQP_PORT))
         amqp = AmqpTarget(host, port, vhost, user, password, topology.broker.exchange)
+    to_kafka = kafka.target(amqp_link) if kafka is not None and amqp_link is not None else None
     return ServiceConfig(
         name=name, role=spec.role, host="0.0.0.0", port=SERVICE_PORT, knobs=spec.knobs,
         ledger_path=f"{LEDGER_DIR}/{name}.ledger", downstream_url=downstream_url, amqp=amqp,
         consumes=spec.consumes, publishes=spec.publishes,
-        queue=name if spec.consumes else None)
+        queue=name if spec.consumes else None, kafka=to_kafka)
+
+
+def kafka_links(topology: Topology) -> list[LinkSpec]:
+    """The proxied links to Kafka, in order: each client's listener port is its place."""
+    return [link for link in topology.proxied_links if link.protocol == "kafka"]
+
+
+def kafka_client_port(topology: Topology, link_name: str) -> int:
+    """The port, inside the Kafka container, of the listener a proxied client has."""
+    names = [link.name for link in kafka_links(topology)]
+    return KAFKA_CLIENT_PORT_BASE + names.index(link_name)
+
+
+@dataclass(frozen=True)
+class KafkaPlan:
+    """A deployment's Kafka node in its container: the published DIRECT port and the
+    listener of each proxied client (advertised as ``toxiproxy:<its proxy port>``)."""
+
+    port: int  # DIRECT: inside the container, and published on the host's 127.0.0.1
+    listeners: dict[str, ClientListener]  # link name -> its client's listener
+    partitions: int
+
+    def properties(self) -> str:
+        """server.properties: components/kafka.py's own, with container addresses."""
+        return render_properties(self.port, KAFKA_CONTROLLER_PORT, Path(KAFKA_DATA_DIR),
+                                 list(self.listeners.values()), bind_host="0.0.0.0",
+                                 internal=(KAFKA_ALIAS, KAFKA_INTERNAL_PORT))
+
+    def target(self, link: LinkSpec) -> KafkaTarget:
+        """Where a service bootstraps: its proxy, or the INTERNAL listener unproxied."""
+        bootstrap = (self.listeners[link.name].bootstrap if link.proxied
+                     else f"{KAFKA_ALIAS}:{KAFKA_INTERNAL_PORT}")
+        return KafkaTarget(bootstrap, self.partitions)
+
+
+def kafka_plan(topology: Topology, port: int, proxy_ports: dict[str, int]) -> KafkaPlan:
+    """The Kafka listeners of a deployment: ``port`` is DIRECT's (allocated on the host),
+    ``proxy_ports`` the proxies' listen ports (link name -> port)."""
+    assert topology.broker is not None
+    listeners = {link.name: ClientListener(link.source, kafka_client_port(topology, link.name),
+                                           proxy_ports[link.name], proxy_host="toxiproxy",
+                                           broker_host=KAFKA_ALIAS)
+                 for link in kafka_links(topology)}
+    check_listeners(port, KAFKA_CONTROLLER_PORT, list(listeners.values()))
+    inner = {KAFKA_INTERNAL_PORT, KAFKA_CONTROLLER_PORT,
+             *(c.broker_port for c in listeners.values())}
+    if port in inner:
+        raise TestbedError(f"Kafka's host port {port} is one of its container-inner ports "
+                           f"{sorted(inner)}. Fix: set $TESTBED_PORT_RANGE above "
+                           f"{KAFKA_CLIENT_PORT_BASE + len(listeners)}")
+    return KafkaPlan(port, listeners, topology.broker.partitions)
 
 
 def broker_objects(topology: Topology) -> tuple[list[tuple[str, str]],
@@ -84,6 +154,8 @@ def broker_objects(topology: Topology) -> tuple[list[tuple[str, str]],
 
 def proxy_upstream(topology: Topology, link_name: str) -> str:
     link = next(lk for lk in topology.proxied_links if lk.name == link_name)
+    if link.protocol == "kafka":  # the client's own listener (see KafkaPlan)
+        return f"{KAFKA_ALIAS}:{kafka_client_port(topology, link_name)}"
     return f"broker:{AMQP_PORT}" if link.protocol == "amqp" else f"{link.target}:{SERVICE_PORT}"
 
 

@@ -12,9 +12,14 @@ Layout of one run (one DockerRuntime):
   published ports are fixed when it is created and a deployment's proxies are only known
   when it is deployed; its listen ports inside equal the published ports on the host,
   so one number names a proxy everywhere.
+- a deployment on Kafka gets a Kafka container of its own instead (alias ``kafka``, see
+  kafka.py and plan.KafkaPlan), as the local runtime gives it a node of its own: each
+  proxied client has a listener advertised as ``toxiproxy:<its proxy port>``, so every
+  connection it makes crosses its proxy; the testbed's listener is published on the host.
 - on the host, every published port binds 127.0.0.1 only: services' HTTP ports, the
-  broker's AMQP and management ports, Toxiproxy's API and every proxy's listen port, so
-  probes, samplers and the load generator work from the host as with the local runtime.
+  broker's AMQP and management ports, Kafka's testbed listener, Toxiproxy's API and every
+  proxy's listen port, so probes, samplers and the load generator work from the host as
+  with the local runtime.
 
 Every container and network carries the labels ``testbed.run`` and ``testbed.controller``
 (pid and start time of the controlling process), so :func:`collect_docker_garbage` can
@@ -37,10 +42,19 @@ import docker
 import docker.errors
 from docker.models.networks import Network
 
+from testbed.components.binaries import require_kafka_libs
 from testbed.components.docker_engine import engine
+from testbed.components.kafka import BROKER_JVM, LOG4J2, TOOL_JVM, new_cluster_id
 from testbed.components.rabbitmq import BrokerAddress
 from testbed.components.readiness import http_ok
-from testbed.errors import ComponentError, StateError, TestbedError, TopologyError
+from testbed.errors import (
+    ComponentError,
+    MissingBinaryError,
+    StateError,
+    TestbedError,
+    TopologyError,
+)
+from testbed.images.build import KAFKA_CONFIG_DIR
 from testbed.ports import allocate_port, claim_fixed_port
 from testbed.runtime.base import (
     BrokerAccess,
@@ -66,16 +80,23 @@ from testbed.runtime.docker.containers import (
     DockerService,
     DockerToxiproxyClient,
     docker_call,
+    tar_files,
     tar_one,
     wait_ready,
 )
+from testbed.runtime.docker.kafka import ContainerKafka
 from testbed.runtime.docker.plan import (
+    KAFKA_ALIAS,
+    KafkaPlan,
     broker_objects,
     controller_label,
+    kafka_plan,
     proxy_upstream,
     resource_limits,
     service_config,
 )
+from testbed.runtime.kafka_access import KafkaAccess, group_topics
+from testbed.runtime.kafka_setup import topics_of
 from testbed.runtime.lifecycle import RunLifecycle, Undo
 from testbed.services.config import ServiceConfig
 from testbed.topology.model import Topology
@@ -118,7 +139,8 @@ class DockerRuntime(RunLifecycle):
             from testbed.images import recipes, resolve_source
             from testbed.images.build import current
 
-            plan = recipes(resolve_source(client))
+            plan = {kind: r for kind, r in recipes(resolve_source(client)).items()
+                    if r.unavailable is None}  # the kafka image without jars: _preflight
             missing = [r.ref for r in plan.values() if current(client, r) is None]
             if missing:
                 raise ComponentError(f"images missing: {', '.join(missing)}. Fix: run "
@@ -182,10 +204,20 @@ class DockerRuntime(RunLifecycle):
     # -- deploy ----------------------------------------------------------------------------
 
     def _preflight(self, topology: Topology) -> None:
-        if topology.on_kafka:
-            raise TopologyError("broker.kind", "the docker runtime has no Kafka image yet",
-                                "run a topology on Kafka with the local runtime "
-                                "(--runtime local, the default)")
+        """A topology on Kafka needs the kafka image, which needs Kafka's jars: say so
+        before anything is created."""
+        if not topology.on_kafka or "kafka" in self._images:
+            return
+        try:
+            require_kafka_libs()
+        except MissingBinaryError as exc:
+            raise ComponentError(f"a topology on Kafka runs in the kafka image, which cannot "
+                                 f"be built without Kafka's jars: {exc}. Fix: `testbed setup` "
+                                 "(then open the runtime again: it builds the image)") from exc
+        raise TopologyError("broker.kind", "the official image source has no kafka image",
+                            "build the offline images (`testbed images build --source "
+                            "offline`, or set TESTBED_IMAGE_SOURCE=offline), or run it with "
+                            "--runtime local")
 
     def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
         started = time.monotonic()
@@ -205,22 +237,30 @@ class DockerRuntime(RunLifecycle):
         containers = ContainerSet()
         undo.push(containers.remove_all)  # before the network goes (the stack runs backwards)
 
-        access = self._setup_broker(topology, deployment_id, network, undo)
+        access = (None if topology.on_kafka
+                  else self._setup_broker(topology, deployment_id, network, undo))
         broker_creds = ((access.vhost, access.address.user, access.address.password)
                         if access else None)
         proxy_ports = {link.name: allocate_port(self.run_id) for link in topology.proxied_links}
-        # Each engine call takes tens of milliseconds: create Toxiproxy and every service
-        # container at once, then the proxies, then start the services together (a consumer
-        # connects through its proxy as it starts, so the proxies exist first).
+        kafka = (kafka_plan(topology, allocate_port(self.run_id), proxy_ports)
+                 if topology.on_kafka else None)
+        # Each engine call takes tens of milliseconds: create Toxiproxy, Kafka and every
+        # service container at once, then the proxies, then start the services together
+        # (a consumer connects through its proxy as it starts, so the proxies and the
+        # topics exist first).
         with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
             toxiproxy_started = (pool.submit(self._start_toxiproxy, prefix, deployment_id,
                                              network, proxy_ports, containers)
                                  if topology.proxied_links else None)
+            kafka_started = (pool.submit(self._start_kafka, topology, prefix, deployment_id,
+                                         network, kafka, containers)
+                             if kafka is not None else None)
             created = {spec.name: pool.submit(
                 self._create_service, prefix, deployment_id, spec.name,
-                service_config(topology, spec.name, proxy_ports, broker_creds), network,
+                service_config(topology, spec.name, proxy_ports, broker_creds, kafka), network,
                 host_ports[spec.name], containers) for spec in topology.services}
             toxiproxy = toxiproxy_started.result() if toxiproxy_started else None
+            kafka_access = kafka_started.result() if kafka_started else None
             services = {name: future.result() for name, future in created.items()}
         proxies: dict[str, ProxyEndpoint] = {}
         if toxiproxy is not None:
@@ -246,7 +286,7 @@ class DockerRuntime(RunLifecycle):
                 raise TestbedError(f"teardown of {deployment_id} failed: {failures}")
 
         return Deployment(deployment_id, topology, self.name, dict(services), proxies, access,
-                          toxiproxy, teardown)
+                          toxiproxy, teardown, kafka_access)
 
     def _create_service(self, prefix: str, deployment_id: str, name: str,
                         config: ServiceConfig, network: Network, host_port: int,
@@ -289,6 +329,36 @@ class DockerRuntime(RunLifecycle):
                              f"toxiproxy of {deployment_id}", TOXIPROXY_READY_TIMEOUT_S)
         self.timings[f"toxiproxy_{deployment_id}_s"] = seconds
         return proxy
+
+    def _start_kafka(self, topology: Topology, prefix: str, deployment_id: str,
+                     network: Network, plan: KafkaPlan,
+                     containers: ContainerSet) -> KafkaAccess:
+        """The deployment's Kafka container: config copied in, started, ready, topics
+        made (the testbed creates them: auto.create.topics.enable is off)."""
+        assert topology.broker is not None
+        client = self.client
+        container = docker_call(f"create container {prefix}-kafka", lambda: (
+            client.containers.create(
+                self._images["kafka"], name=f"{prefix}-kafka", hostname=KAFKA_ALIAS, init=True,
+                labels=self.labels("kafka", deployment_id), network=network.name,
+                networking_config=self._aliases(network, KAFKA_ALIAS),
+                ports={f"{plan.port}/tcp": ("127.0.0.1", plan.port)},
+                environment={"TESTBED_KAFKA_CLUSTER_ID": new_cluster_id(),
+                             "TESTBED_KAFKA_OPTS": " ".join(BROKER_JVM),
+                             "TESTBED_KAFKA_TOOL_OPTS": " ".join(TOOL_JVM)},
+                stop_signal="SIGTERM")))
+        containers.add(container)
+        archive = tar_files({f"{KAFKA_CONFIG_DIR}/server.properties": plan.properties().encode(),
+                             f"{KAFKA_CONFIG_DIR}/log4j2.properties": LOG4J2.encode()})
+        docker_call(f"copy config into {container.name}",
+                    lambda: container.put_archive("/", archive))
+        node = ContainerKafka(container, plan.port)
+        self.timings[f"kafka_{deployment_id}_boot_s"] = node.start()
+        for topic, partitions in topics_of(topology).items():
+            node.admin.create_topic(topic, partitions)
+        consumers = [(s.name, s.consumes, bool(s.knobs.consumer_retries), s.knobs.dead_letter)
+                     for s in topology.services if s.consumes]
+        return KafkaAccess(node, plan.partitions, group_topics(consumers, plan.partitions))
 
     def _setup_broker(self, topology: Topology, deployment_id: str, network: Network,
                       undo: Undo) -> BrokerAccess | None:
