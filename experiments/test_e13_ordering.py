@@ -34,6 +34,15 @@ p).
 Negative control: one consumer, prefetch 1, no failures, at the same utilization
 (2.5 orders/s for 12 s): first in, first out, the rate is exactly 0 and the out-of-order
 claims fail, measured and on the model.
+On Kafka, keyed partitions: the same 4 competing consumers (members of payments' group)
+and the same service times, on a topic of 4 partitions, the orders keyed by customer
+(8 keys, order n is key n mod 8; CRC-32 puts exactly 2 keys in each partition). A key's
+orders share a partition, which one member reads in order: none is processed out of
+order (the model: 0), at the cost of parallelism per key (each partition 2.5 orders/s,
+utilization 0.6). Control: the same topic keyed by order id, so a customer's orders
+spread over the partitions: the model predicts how many are out of order (few: a key's
+next order comes 0.8 s later; ± 3), and the "none out of order" claim fails on it,
+measured and on the model.
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ SHORT_S = 6.0  # the redelivery run
 LEAD_IN_S = 0.5  # before its first order
 REDELIVERY_RATE, FAILURE_P, FAILURE_SEED, BACKOFF_MS, PREFETCH = 40, 0.05, 1, 100.0, 10
 RATE_CLAIM, EVERY_KEY_CLAIM = "out-of-order rate", "keys with orders out of order"
+KAFKA_KEYS = 8  # CRC-32 of key-0..key-7 puts exactly 2 in each of 4 partitions
+IN_ORDER_CLAIM = "orders out of order (8 customer keys)"
 
 
 def late(result: RunResult) -> int:
@@ -80,10 +91,18 @@ def results(experiment: Experiment) -> Results:
     # the fault's draws must start with the first order's delivery, in the run and in
     # the model: a quiet lead-in has the fault in place before any order
     lead_in = stepped((LEAD_IN_S, 0), (SHORT_S, REDELIVERY_RATE))
-    return experiment.trials([
+    rabbitmq = experiment.trials([
         trial("competing", replace(jittery, replicas=CONSUMERS), constant(RATE, DURATION)),
         trial("single", jittery, constant(RATE / CONSUMERS, SINGLE_S)),
         trial("redelivery", redelivering, lead_in, failing)])
+    on_kafka = async_pipeline(1, overrides={"payments": replace(jittery, replicas=CONSUMERS)},
+                              broker="kafka", partitions=CONSUMERS)
+    kafka = experiment.trials([
+        Trial("kafka_keyed", on_kafka, constant(RATE, DURATION, keys=KAFKA_KEYS),
+              options={"drain_timeout_s": 10}),
+        Trial("kafka_by_order", on_kafka, constant(RATE, DURATION),
+              options={"drain_timeout_s": 10})])
+    return rabbitmq | kafka
 
 
 def rate(result: RunResult) -> float:
@@ -141,3 +160,32 @@ def test_redelivery_reorders_even_one_consumer(experiment: Experiment,
     hypotheses.check(predicted("orders out of order", late, result, model, unit="orders"))
     hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
     experiment.check(hypotheses)
+
+
+def keyed_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
+    hypotheses = Hypotheses(f"E13 {result.name}: 4 competing consumers on 4 partitions")
+    hypotheses.check(predicted(IN_ORDER_CLAIM, lambda r: sum(m.out_of_order(
+        r, "payments", KAFKA_KEYS)), result, model, unit="orders"))
+    hypotheses.check(predicted("orders lost", m.lost, result, model, unit="orders"))
+    return hypotheses
+
+
+def test_on_kafka_keyed_partitions_keep_each_key_in_order(experiment: Experiment,
+                                                          results: Results) -> None:
+    experiment.check(keyed_hypotheses(results["kafka_keyed"],
+                                      results.predicted("kafka_keyed")))
+
+
+def test_on_kafka_keyed_by_order_id_the_keys_reorder(experiment: Experiment,
+                                                     results: Results) -> None:
+    """The control: keyed by order id, a customer's orders spread over the partitions;
+    the model's out-of-order share holds, and the in-order claim fails."""
+    result, model = results["kafka_by_order"], results.predicted("kafka_by_order")
+    hypotheses = Hypotheses("E13 kafka_by_order: the same topic keyed by order id")
+    # few (a key's next order comes 8 orders = 0.8 s later), so a count, give or take 3
+    hypotheses.check(predicted("orders out of order by customer key", lambda r: sum(
+        m.out_of_order(r, "payments", KAFKA_KEYS)), result, model, abs=3, unit="orders"))
+    experiment.check(hypotheses)
+    keyed_model = results.predicted("kafka_keyed")
+    experiment.negative_control(keyed_hypotheses(result, keyed_model), IN_ORDER_CLAIM,
+                                model=keyed_hypotheses(model, keyed_model))

@@ -36,6 +36,7 @@ class EngineSpec:
     timeout_s: float
     workers: int
     order_prefix: str
+    keys: int = 0  # LoadProfile.keys: orders carry "key": "key-<n mod keys>"
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,10 @@ class Engine:
             if connection is None:
                 connection = http.client.HTTPConnection(spec.host, spec.port,
                                                         timeout=spec.timeout_s)
-            body = json.dumps({"order_id": order_id(spec.order_prefix, index)})
+            order = {"order_id": order_id(spec.order_prefix, index)}
+            if spec.keys:
+                order["key"] = f"key-{index % spec.keys}"
+            body = json.dumps(order)
             self.sent[index] = time.monotonic()
             try:
                 # The user's patience travels with the order, for hops that honour it.

@@ -55,7 +55,7 @@ class LoadGenerator:
         self.timeout_s = timeout_s
         self._offsets = profile.offsets()
         self.spec = EngineSpec(parsed.hostname, parsed.port, self._offsets.tolist(),
-                               timeout_s, workers, order_prefix)
+                               timeout_s, workers, order_prefix, profile.keys)
         self.start_time = 0.0
         self._child: subprocess.Popen[bytes] | None = None
         self._result: EngineResult | None = None

@@ -33,8 +33,15 @@ class LoadProfile:
     """A piecewise-constant arrival rate: evenly spaced requests within each step."""
 
     steps: tuple[Step, ...]
+    # Orders carry a customer key, order n the key "key-<n mod keys>" (0: none, the key
+    # is the order id). On Kafka it is the message key, so it decides the partition: a
+    # key's orders share one, and keep their order in it.
+    keys: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.keys, bool) or not isinstance(self.keys, int) or self.keys < 0:
+            raise LoadSpecError(f"keys={self.keys!r}: give a whole number of keys, or 0 "
+                                "for none")
         if not self.steps:
             raise LoadSpecError("a load profile needs at least one step")
         for step in self.steps:
@@ -46,6 +53,10 @@ class LoadProfile:
                                 f"{MAX_DURATION_S:.0f} s limit")
         if self.count > MAX_REQUESTS:
             raise LoadSpecError(f"{self.count} requests is more than the {MAX_REQUESTS} limit")
+
+    def key_of(self, index: int) -> str | None:
+        """The customer key of order ``index`` (None without keys)."""
+        return f"key-{index % self.keys}" if self.keys else None
 
     @property
     def duration_s(self) -> float:
@@ -67,13 +78,13 @@ class LoadProfile:
         return np.concatenate(parts) if parts else np.empty(0)
 
 
-def constant(rate: float, duration_s: float) -> LoadProfile:
-    return LoadProfile((Step(duration_s, rate),))
+def constant(rate: float, duration_s: float, keys: int = 0) -> LoadProfile:
+    return LoadProfile((Step(duration_s, rate),), keys)
 
 
-def stepped(*steps: tuple[float, float]) -> LoadProfile:
+def stepped(*steps: tuple[float, float], keys: int = 0) -> LoadProfile:
     """``stepped((10, 20), (5, 80))``: 20/s for 10 s, then 80/s for 5 s."""
-    return LoadProfile(tuple(Step(d, r) for d, r in steps))
+    return LoadProfile(tuple(Step(d, r) for d, r in steps), keys)
 
 
 def bursty(base_rate: float, burst_rate: float, period_s: float, burst_s: float,

@@ -95,8 +95,11 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     timers = Timers(env)
     ledgers: dict[str, Counts] = {spec.name: counts(n) for spec in topology.services}
     queued = times(n, 0.0)
+    # what keys a Kafka message (its partition): the customer key, else the order id
+    key_of = profile.key_of if isinstance(profile, LoadProfile) else (lambda _: None)
+    keys = [key_of(index) or order_id for index, order_id in enumerate(ids)]
     shape = build_shape(env, topology, calibration, timers, ledgers, queued, seed, service,
-                        ids)
+                        keys)
     users = Users(env, offsets, timeout_s, shape.entry, timers, load_workers)
     events: list[tuple[float, str, str, str, str]] = []
     broker_restart_s = calibration.kafka_restart_s if topology.on_kafka \
@@ -136,7 +139,7 @@ def build_shape(env: simpy.Environment, topology: Topology, calibration: Calibra
                 timers: Timers, ledgers: dict[str, Counts], queued: Seconds, seed: int,
                 service: str, ids: Iterable[str]) -> Shape:
     """The topology's services, links (and broker) in ``env``, ready for orders (``ids``:
-    the orders' ids, which place a keyed Kafka message in its partition)."""
+    the orders' message keys, which place a Kafka message in its partition)."""
     link_rng = random.Random(f"model:{seed}:links")
     if topology.shape == "sync":
         return SyncChain(env, topology, calibration, timers, ledgers, queued, seed, service,

@@ -16,6 +16,7 @@ crosses its link. Settings chosen so the model (testbed.model.kafka) can state t
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -38,6 +39,19 @@ LOG = logging.getLogger("testbed.kafka.client")
 class NotDelivered(OSError):
     """The broker did not take the message within the timeout (down, link cut). An
     OSError, so callers treat it like any lost connection."""
+
+
+def message_key(body: bytes) -> str | None:
+    """An order's message key: its customer key when the order has one (LoadProfile.keys),
+    else its order id."""
+    try:
+        order = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(order, dict):
+        return None
+    key = order.get("key", order.get("order_id"))
+    return key if isinstance(key, str) else None
 
 
 def retry_topic(service: str) -> str:
@@ -103,11 +117,11 @@ class KafkaPublisher:
 
     def publish(self, body: bytes, key: str | None = None, topic: str | None = None,
                 headers: Mapping[str, str] | None = None) -> None:
-        """Produce ``body`` (keyed by its order id unless told) and wait for its delivery.
+        """Produce ``body`` (keyed by message_key unless told) and wait for its delivery.
         Traced, one producer span, carrying the context when the knob says so."""
         topic = topic or self.topic
         assert topic is not None
-        key = key if key is not None else order_of(body)
+        key = key if key is not None else message_key(body)
         carried: dict[str, Any] = dict(headers or {})
         if not self.tracing.enabled:
             self._produce(topic, body, key, carried)
