@@ -265,3 +265,40 @@ class ConsumerStall(Fault):
     def verify(self) -> Verification:
         stalled = self._call("GET")
         return Verification(stalled, f"consumer reports stalled={stalled}")
+
+
+class Replay(Fault):
+    """Kafka only: read a consumer group's topic again from its first offset, the
+    recovery a log allows ("pause, then replay the entire queue"). One-shot: the
+    consumer is stopped gracefully (it leaves its group at once), the group's committed
+    offsets are set back to the start of every partition, and the consumer is started
+    again: it reads every message the topic holds once more. A queue cannot do this
+    (what it delivered is gone), so on RabbitMQ the fault is refused."""
+
+    kind = "replay"
+
+    def __init__(self, deployment: Deployment, queue: str) -> None:
+        super().__init__(f"{deployment.id}/{queue}")
+        if deployment.kafka is None:
+            raise FaultSpecError(f"replay on {deployment.id}: a RabbitMQ queue keeps nothing "
+                                 "it has delivered, so there is nothing to replay; run the "
+                                 "topology on Kafka (broker kind 'kafka')")
+        self.kafka = deployment.kafka
+        self.queue = _queue_of(self.kafka.queues, queue)
+        self.service = deployment.service(queue)
+        self.rewound = 0  # messages the group will read again
+
+    def inject(self) -> None:
+        self.service.stop()
+        try:
+            self.rewound = self.kafka.rewind(self.queue)
+        finally:
+            self.service.start()
+
+    def remove(self) -> None:
+        """One-shot: what it re-read stays re-read."""
+
+    def verify(self) -> Verification:
+        return Verification(self.rewound > 0 and self.service.running(),
+                            f"{self.queue} rewound by {self.rewound} message(s), running "
+                            "again")

@@ -17,6 +17,7 @@ from testbed.faults.broker import (
     MemoryAlarm,
     PoisonMessage,
     QueuePurge,
+    Replay,
 )
 from testbed.faults.container import Partition
 from testbed.faults.network import TOXICS, LinkDown, ToxicFault
@@ -35,7 +36,7 @@ PROCESS: dict[str, Callable[..., Fault]] = {
     "crash_loop": CrashLoop, "crash_at": CrashAt, "partition": Partition}
 BROKER: dict[str, Callable[..., Fault]] = {
     "broker_down": BrokerDown, "memory_alarm": MemoryAlarm, "poison": PoisonMessage,
-    "purge": QueuePurge, "consumer_stall": ConsumerStall}
+    "purge": QueuePurge, "consumer_stall": ConsumerStall, "replay": Replay}
 APPLICATION: dict[str, Callable[..., Fault]] = {
     "error_rate": ErrorRate, "fail_first": FailFirst, "route_error": RouteError}
 FAULTS = (*NETWORK, "amqp_link_cut", *PROCESS, *BROKER, *APPLICATION)

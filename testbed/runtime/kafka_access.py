@@ -137,6 +137,26 @@ class KafkaAccess:
             self.admin.reset()
             raise BrokerError(f"Kafka at {self.bootstrap} did not answer in time") from exc
 
+    def rewind(self, queue: str, wait_s: float = 10.0) -> int:
+        """Set ``queue``'s group back to the first offset of every partition (the group
+        must be empty: its consumer stopped); how many messages it will read again."""
+        group = next(g for g in self.groups if g.queue == queue and g.group is not None)
+        client = self.admin.client()
+        deadline = time.monotonic() + wait_s
+        try:
+            while self._members(client, queue) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            committed = self._committed(client, queue, group.topic)
+            starts = [TopicPartition(group.topic, p, 0) for p in range(group.partitions)]
+            futures = client.alter_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(queue, starts)], request_timeout=TIMEOUT_S)
+            futures[queue].result(TIMEOUT_S)
+        except KafkaException as exc:
+            self.admin.reset()
+            raise BrokerError(f"Kafka at {self.bootstrap}: rewinding group {queue}: "
+                              f"{exc.args[0]} (is its consumer still in the group?)") from exc
+        return sum(committed.values())
+
     def read_topic(self, topic: str, limit: int = 10_000) -> list[bytes]:
         """Every message of a one-partition topic (a DLQ), read by a throwaway consumer
         that commits nothing, so what it reads stays for anyone else."""

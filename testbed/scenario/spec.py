@@ -10,7 +10,7 @@ ScenarioError naming the field (``faults[1].service``) and the fix.
     title = "Payments outage"
     [topology]
     shape = "paired"                 # sync | async | paired; depth 1-5
-    depth = 2
+    depth = 2                        # (broker = "kafka", partitions = 3: async on Kafka)
     [knobs]                          # every service
     timeout_s = 1.0
     [services.payments]              # one service (in every topology that has it)
@@ -59,7 +59,7 @@ SHAPES = ("sync", "async", "paired")
 _TOP = {"scenario", "topology", "knobs", "services", "load", "faults", "hypotheses",
         "controls"}
 _SCENARIO = {"name", "title", "description", "seed", "scale"}
-_TOPOLOGY = {"shape", "depth", "sync_depth", "async_depth", "files"}
+_TOPOLOGY = {"shape", "depth", "sync_depth", "async_depth", "files", "broker", "partitions"}
 _LOAD = {"rate", "duration", "steps", "timeout_s", "drain_timeout_s", "concurrent"}
 _FAULT = {"kind", "service", "at", "duration", "link", "only"}
 _HYPOTHESIS = {"name", "topology", "metric", "predicted", "check", "rel", "abs", "unit",
@@ -326,7 +326,8 @@ def _topologies(r: _Reader, data: Mapping[str, Any], path: Path) -> tuple[Topolo
         shape = r.text("topology", top, "shape", "paired", SHAPES)
         depth = top.get("depth", 3)
         depths = {"sync": top.get("sync_depth", depth), "async": top.get("async_depth", depth)}
-        built = tuple(_build(r, s, depths[s], base, per_service)
+        broker = {"broker": top.get("broker", "rabbitmq"), "partitions": top.get("partitions", 1)}
+        built = tuple(_build(r, s, depths[s], base, per_service, broker)
                       for s in (("sync", "async") if shape == "paired" else (shape,)))
     names = [t.name for t in built]
     if len(set(names)) != len(names):
@@ -341,8 +342,15 @@ def _topologies(r: _Reader, data: Mapping[str, Any], path: Path) -> tuple[Topolo
 
 
 def _build(r: _Reader, shape: str, depth: Any, base: dict[str, Any],
-           per_service: dict[str, dict[str, Any]]) -> Topology:
-    builder = sync_chain if shape == "sync" else async_pipeline
+           per_service: dict[str, dict[str, Any]], broker: dict[str, Any]) -> Topology:
+    """One shape's topology; the async one on ``broker`` (kind and partitions)."""
+    def builder(depth: Any, knobs: Knobs | None = None,
+                overrides: Mapping[str, Knobs] | None = None) -> Topology:
+        if shape == "sync":
+            return sync_chain(depth, knobs, overrides)
+        return async_pipeline(depth, knobs, overrides, broker=broker["broker"],
+                              partitions=broker["partitions"])
+
     try:
         names = {s.name for s in builder(depth).services}
         overrides = {n: Knobs(**{**base, **k}) for n, k in per_service.items() if n in names}

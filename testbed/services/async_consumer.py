@@ -179,6 +179,10 @@ class Consumer:
     def start_side_workers(self) -> None:
         """Threads besides the replicas (none here; Kafka's retry worker)."""
 
+    def start_replica(self, replica: int) -> None:
+        threading.Thread(target=self.run_forever, args=(replica,), name=f"replica{replica}",
+                         daemon=True).start()
+
     def wait_while_stalled(self, sleep: Callable[[float], object] = time.sleep) -> None:
         """Stuck in the handler while a consumer_stall lasts, holding what it has."""
         while self.stalled.is_set():
@@ -242,6 +246,5 @@ def run(config: ServiceConfig, kind: type[Consumer] = Consumer) -> None:
                      name="http", daemon=True).start()
     consumer.start_side_workers()
     for replica in range(1, config.knobs.replicas):
-        threading.Thread(target=consumer.run_forever, args=(replica,), name=f"replica{replica}",
-                         daemon=True).start()
+        consumer.start_replica(replica)
     consumer.run_forever(0)

@@ -15,10 +15,15 @@ what differs is what a log does with a message:
   and handles it; the failure after the r-th retry goes to ``<service>.dlq``;
 - a forward that is not delivered within timeout_s (broker down, link cut): no commit;
   the member waits error_backoff_ms and seeks back, so it is handled again.
+A SIGTERM (a graceful stop) closes every consumer, which leaves the group at once (its
+partitions go to the others, or the group is empty: what a replay needs); a SIGKILL
+leaves it to the 6 s session.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -40,6 +45,7 @@ from testbed.services.kafka_client import (
 )
 
 POLL_S = 0.1
+STOP_S = 2.0  # at a SIGTERM, how long the main thread waits for the others to close
 
 
 class KafkaStage(Consumer):
@@ -54,9 +60,28 @@ class KafkaStage(Consumer):
         self._seen_lock = threading.Lock()
 
     def start_side_workers(self) -> None:
+        self.stopping = threading.Event()
+        self._loops: list[threading.Thread] = []
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         if self.knobs.consumer_retries:
-            threading.Thread(target=self._retry_worker, name="retry-worker",
-                             daemon=True).start()
+            self._start(self._retry_worker, "retry-worker")
+
+    def start_replica(self, replica: int) -> None:
+        self._start(self.run_forever, f"replica{replica}", replica)
+
+    def _start(self, target: Any, name: str, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._loops.append(thread)
+        thread.start()
+
+    def stop_when_told(self) -> None:
+        """The main thread, after its own loop ended: wait for the others to close
+        their consumers, export the spans held, and exit."""
+        for thread in self._loops:
+            thread.join(STOP_S)
+        self.tracing.shutdown()
+        os._exit(0)
 
     # -- the consume loops ---------------------------------------------------------------
 
@@ -64,7 +89,7 @@ class KafkaStage(Consumer):
         """One group member. librdkafka reconnects by itself (backoff capped at
         reconnect_max_s); the loop only polls, and counts what the broker reports."""
         consumer = self._consumer(self.config.name, self.topic, replica)
-        while True:
+        while not self.stopping.is_set():
             message = consumer.poll(POLL_S)
             if message is None:
                 continue
@@ -72,6 +97,9 @@ class KafkaStage(Consumer):
                 self.stats.count("reconnects")  # transport errors, reported once each
                 continue
             self.on_delivery(consumer, message)
+        consumer.close()  # leaves the group now, not after the session
+        if replica == 0:
+            self.stop_when_told()
 
     def _consumer(self, group: str, topic: str, replica: int | None) -> RdConsumer:
         consumer = RdConsumer(consumer_settings(self.config, group))
@@ -95,13 +123,14 @@ class KafkaStage(Consumer):
         consumer = self._consumer(retry_topic(self.config.name),
                                   retry_topic(self.config.name), None)
         delay_s = self.knobs.consumer_retry_delay_ms / 1000.0
-        while True:
+        while not self.stopping.is_set():
             message = consumer.poll(POLL_S)
             if message is None or message.error():
                 continue
             _, produced_ms = message.timestamp()
             time.sleep(max(0.0, produced_ms / 1000.0 + delay_s - time.time()))
             self.on_delivery(consumer, message)
+        consumer.close()
 
     # -- one message ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from testbed.faults import make_fault
+from testbed.faults import FaultSpecError, make_fault
 from testbed.observe.dead_letters import UNREADABLE, dead_letters
 from testbed.runtime import Deployment
 from testbed.services.kafka_settings import partition_of
@@ -142,3 +142,24 @@ def test_a_killed_consumer_resumes_from_its_committed_offset(deploy: Deploy) -> 
     # the ledger survives the kill; nothing committed is handled again, nothing is lost
     assert eventually(lambda: processed(deployment, "payments") == set(first + later), 30)
     assert all(count == 1 for count in deployment.ledger("payments").values())
+
+
+def test_a_replay_reads_the_whole_log_again(deploy: Deploy) -> None:
+    """The recovery a log allows: the consumer leaves its group at once (a graceful
+    stop), the group is set back to the first offsets, and every order comes again."""
+    deployment = deploy(async_pipeline(1, broker="kafka", partitions=2))
+    ids = place(deployment, "replayed", 10)
+    assert eventually(lambda: processed(deployment, "payments") == set(ids), 20)
+    replay = make_fault(deployment, "replay", "payments")
+    started = time.monotonic()
+    replay.inject()
+    assert time.monotonic() - started < 5.0  # no 6 s session to wait out: it left
+    assert replay.verify().ok
+    assert replay.rewound == 10
+    assert eventually(lambda: set(deployment.ledger("payments").values()) == {2}, 20)
+
+
+def test_a_replay_on_rabbitmq_is_refused_by_name(deploy: Deploy) -> None:
+    deployment = deploy(async_pipeline(1))
+    with pytest.raises(FaultSpecError, match="keeps nothing it has delivered"):
+        make_fault(deployment, "replay", "payments")
