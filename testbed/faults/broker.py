@@ -279,6 +279,9 @@ class Replay(Fault):
 
     def __init__(self, deployment: Deployment, queue: str) -> None:
         super().__init__(f"{deployment.id}/{queue}")
+        if deployment.kafka is None and deployment.broker is None:
+            raise FaultSpecError(f"replay on {deployment.id}: it has no broker; replay needs "
+                                 "an async topology on Kafka")
         if deployment.kafka is None:
             raise FaultSpecError(f"replay on {deployment.id}: a RabbitMQ queue keeps nothing "
                                  "it has delivered, so there is nothing to replay; run the "

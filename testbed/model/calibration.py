@@ -69,6 +69,11 @@ class Calibration:
     # and they read (join, sync, the assignment, the first fetch).
     kafka_rejoin_s: float = 0.4
 
+    # Tracing (OpenTelemetry in the services, exported to Jaeger): what an HTTP hop's
+    # client and server spans add to it; the cost measured by E16, traced vs untraced
+    # sync chains of depth 3 side by side: 1.32 ms over 4 hops.
+    traced_hop_ms: float = 0.33
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

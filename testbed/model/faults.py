@@ -39,6 +39,15 @@ Modelled (anything else raises NotModelled naming the fault):
 - purge: the queue's ready messages are thrown away.
 - consumer_stall: the consumer's handler hangs before its next message, holding what
   it was delivered, heartbeats going (no requeue), until removed.
+- replay (Kafka only, one-shot): the consumer is stopped gracefully (each thread
+  finishes the message in its hands, then leaves its group at once), its group's
+  committed offsets go back to 0 on every partition of its topic, and it is started
+  again: ready ``restart_s`` later (a new process: counters from zero, nothing read
+  yet), its group formed ``kafka_rejoin_s`` after that, and every message the topic
+  holds is handled once more (see testbed.model.kafka). The inject event once it is
+  back, as the real inject returns then; the remove event as poison's. On RabbitMQ it
+  is NotModelled (RABBIT_NOT_MODELLED: a queue keeps nothing it has delivered; the real
+  fault refuses it, FaultSpecError).
 - broker_down(graceful): every AMQP connection drops (as a cut of every broker link);
   messages in the queues survive (durable, persistent); the removal starts the broker
   again, the remove event once it answers, ``Calibration.broker_restart_s`` later.
@@ -83,7 +92,7 @@ LINK_FAULTS = ("latency", "link_down", "amqp_link_cut")
 APP_FAULTS = {"error_rate": "error_rate", "fail_first": "fail_first",
               "route_error": "route"}  # fault name -> the service's chaos mode
 SERVICE_FAULTS = ("kill", "pause", "restart", "crash_loop", "crash_at", *APP_FAULTS)
-QUEUE_FAULTS = ("poison", "purge", "consumer_stall")
+QUEUE_FAULTS = ("poison", "purge", "consumer_stall", "replay")
 BROKER_FAULTS = ("broker_down", "memory_alarm")
 MODELLED = (*LINK_FAULTS, *SERVICE_FAULTS, *QUEUE_FAULTS, *BROKER_FAULTS)
 CRASH_POINTS = {"async_consumer": ("after_process",), "async_gateway": ("after_write",),
@@ -93,11 +102,15 @@ KAFKA_NOT_MODELLED = {  # fault -> why, on a Kafka topology
     "memory_alarm": "RabbitMQ's resource alarm",
     "crash_loop": "not modelled on Kafka",
     "route_error": "not modelled on Kafka"}
+RABBIT_NOT_MODELLED = {  # fault -> why, on a RabbitMQ topology (the real one refuses it)
+    "replay": "a RabbitMQ queue keeps nothing it has delivered, so there is nothing to "
+              "replay (the real fault refuses it: FaultSpecError); run the topology on "
+              "Kafka (broker kind 'kafka')"}
 DEPLOYMENT = "model"  # stands where a real run's deployment id stands
 READY_POLL_S = 0.05  # testbed.components.readiness polls a (re)started service so often
 EventRow = tuple[float, str, str, str, str]
 _NO_PARAMS = ("link_down", "amqp_link_cut", "kill", "pause", "restart", "purge",
-              "consumer_stall", "memory_alarm")
+              "consumer_stall", "memory_alarm", "replay")
 _PARAMS: dict[str, dict[str, Any]] = {  # name -> parameter -> default
     "poison": {"count": 1}, "broker_down": {"graceful": True},
     "crash_at": {"point": None, "times": 1, "wait_s": 10.0},
@@ -118,6 +131,7 @@ class Pipeline(Shape, Protocol):
 
     def poison(self, queue: str, count: int) -> None: ...
     def purge(self, queue: str) -> None: ...
+    def replay(self, queue: str, restart_s: float) -> Generator[simpy.Event, Any, None]: ...
     def broker_down(self) -> None: ...
     def broker_up(self) -> None: ...
     alarm: Gate  # a memory alarm
@@ -179,6 +193,8 @@ def fault_plan(faults: Iterable[ServiceFault], topology: Topology) -> list[Plann
         params = _params(name, dict(fault.params))
         if topology.on_kafka:
             _check_kafka(name, params, fault.describe())
+        elif topology.shape != "sync":
+            _check_rabbit(name, fault.describe())
         for target in fault.targets(topology):
             plan.append(PlannedFault(name, target, float(fault.at), fault.duration, params))
     return plan
@@ -192,6 +208,12 @@ def _check_kafka(name: str, params: dict[str, Any], described: str) -> None:
         modelled = [n for n in MODELLED if n not in KAFKA_NOT_MODELLED]
         raise NotModelled(f"fault {name!r} ({described}) on Kafka: {why}; on Kafka the "
                           f"model reproduces: {', '.join(modelled)}")
+
+
+def _check_rabbit(name: str, described: str) -> None:
+    why = RABBIT_NOT_MODELLED.get(name)
+    if why is not None:
+        raise NotModelled(f"fault {name!r} ({described}) on RabbitMQ: {why}")
 
 
 def _check_time(at: float, duration: float | None, name: str) -> None:
@@ -401,6 +423,8 @@ def _run(env: simpy.Environment, fault: PlannedFault, shape: Shape, events: list
         service.kill()
         yield env.timeout(timing.restart_s)
         service.revive()
+    elif fault.kind == "replay":
+        yield from cast(Pipeline, shape).replay(fault.target, timing.restart_s)
     else:
         inject(fault, shape)
     events.append((env.now, "inject", fault.kind, fault.where, fault.describe()))

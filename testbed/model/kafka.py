@@ -26,6 +26,21 @@ testbed.model.kafka_client; a consumer thread: testbed.model.kafka_member):
   removal it is up, each client reconnects within reconnect_max_s, each group forms
   kafka_rejoin_s after its process has.
 - consumer_stall: every member and the retry worker hold in the handler until it ends.
+- replay (KafkaPipeline.replay, as testbed.faults.broker.Replay): the consumer is
+  stopped gracefully (SIGTERM): each member and the retry worker finish the message in
+  their hands (the handler, the forward, the commit; the retry worker's polled message
+  after its delay too), take no other, and close, leaving their group at once (no
+  session to wait for). The process then exits (down: counters from zero in the next
+  one): once the first member has closed and each other thread has within
+  ``STOP_JOIN_S`` of the previous, at most ``STOP_GRACE_S`` after the stop; a thread
+  still busy then dies as killed (no commit) and its group is held for its session.
+  Once the group is empty its committed offsets go back to 0 on every partition (the
+  retry group's stay), the process is ready ``restart_s`` later and the group forms
+  ``kafka_rejoin_s`` after that: every message the topic holds is read again, in
+  partition order, by a process that has read none of them (not ``redelivered``; a
+  second side effect, or duplicates_skipped when idempotent; forwarded again to the
+  next stage). A broker down at the rewind, or a group that had committed nothing, is
+  a ModelError, as the real fault fails then (BrokerError, or its check).
 - samples: ``queue:<service>`` ready = the group's lag (produced to its topic minus
   committed by the group: the message in a handler counts), unacked 0, messages =
   ready, consumers = the members while the group is formed (0 while it is not: killed,
@@ -45,7 +60,7 @@ from typing import Any
 import simpy
 
 from testbed.model.calibration import Calibration
-from testbed.model.errors import NotModelled
+from testbed.model.errors import ModelError, NotModelled
 from testbed.model.flow import Step
 from testbed.model.kafka_client import Broker, Client
 from testbed.model.kafka_log import DeadLetters, Group, Topic, partitions_of
@@ -59,6 +74,11 @@ from testbed.services.kafka_settings import SESSION_TIMEOUT_MS
 from testbed.topology.model import ServiceSpec, Topology
 
 SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000.0
+# A graceful stop: the runtimes' SIGKILL after SIGTERM (LocalService.stop's grace, the
+# containers' stop timeout), and how long the main thread waits for each other thread
+# to close (testbed.services.kafka_consumer.STOP_S) before it exits.
+STOP_GRACE_S = 3.0
+STOP_JOIN_S = 2.0
 
 
 class KafkaGateway(Front):
@@ -131,6 +151,7 @@ class KafkaConsumer(Handler):
         self._read: dict[str, list[int]] = {}  # per group: highest offset read + 1
         self._beating = True  # heartbeats reach the coordinator
         self._beat = 0  # +1 whenever they stop or start: a pending expiry sees it
+        self.stopping = False  # a SIGTERM came: each thread closes after its message
 
     def read_before(self, group: Group, partition: int, offset: int) -> bool:
         """Whether this process read ``offset`` before (the real one's _redelivered)."""
@@ -192,6 +213,8 @@ class KafkaConsumer(Handler):
                 self._join(group)
 
     def _join(self, group: Group) -> None:
+        if self.stopping:
+            return  # a closed consumer joins nothing
         group.joining += 1
         at = max(self.env.now, group.blocked_until) + self.rejoin_s
         self.env.process(self._formed(group, group.joining, at))
@@ -199,7 +222,8 @@ class KafkaConsumer(Handler):
     def _formed(self, group: Group, attempt: int,
                 at: float) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(at - self.env.now)
-        if group.joining == attempt and not group.active and self._heartbeats():
+        if group.joining == attempt and not group.active and self._heartbeats() \
+                and not self.stopping:
             group.form(self.env.now)
 
     def drop_groups(self, held_until: float) -> None:
@@ -213,16 +237,65 @@ class KafkaConsumer(Handler):
 
     def kill(self) -> None:
         """Its members vanish without leaving: their sessions run out in 6 s."""
+        self._gone(self.groups)
+
+    def _gone(self, held: Iterable[Group]) -> None:
+        """The process is gone; the groups in ``held`` (a member that did not leave)
+        cannot form again before its session has run out."""
         super().kill()
         self._beating = False
         self._beat += 1
-        self.drop_groups(self.env.now + SESSION_TIMEOUT_S)
+        held_until = self.env.now + SESSION_TIMEOUT_S
+        holding = set(held)
+        for group in self.groups:
+            group.leave()
+            if group in holding:
+                group.blocked_until = held_until
         self.client.drop()
 
     def revive(self) -> None:
         super().revive()
+        self.stopping = False
+        for member in self.members:
+            member.closed = None
         self._read.clear()  # a new process has read nothing
         self.client.reconnect(fresh=True)
+
+    def stop(self) -> Generator[simpy.Event, Any, None]:
+        """A graceful stop (SIGTERM), until the process is gone: each thread finishes
+        the message in its hands and closes its consumer (Member.close: the group is
+        left once all its members have); the main thread (member 0), once closed,
+        waits up to STOP_JOIN_S for each other thread in turn (the retry worker first,
+        as it was started first), then the process exits; STOP_GRACE_S after the
+        SIGTERM the runtime kills it. A thread not closed by then dies there."""
+        if not self.alive:
+            return  # nothing to stop
+        env, life = self.env, self.life
+        if self.paused:
+            self.resume()  # the stop sends SIGCONT first
+        self.stopping = True
+        for member in self.members:
+            member.closed = env.event()
+        self._kick()
+        deadline = env.now + STOP_GRACE_S
+        replicas = self.members[:self.knobs.replicas]
+        order = [replicas[0], *self.members[self.knobs.replicas:], *replicas[1:]]
+        for index, member in enumerate(order):
+            until = deadline if index == 0 else min(deadline, env.now + STOP_JOIN_S)
+            closed = member.closed
+            if closed is not None and not closed.triggered and until > env.now:
+                yield env.any_of([closed, env.timeout(until - env.now)])
+            if self.life != life:
+                return  # killed meanwhile
+        self._gone(m.group for m in self.members
+                   if m.closed is None or not m.closed.triggered)
+
+    def member_closed(self, member: Member) -> None:
+        """``member`` closed its consumer: its group is left once every member has."""
+        group = member.group
+        if all(m.closed is not None and m.closed.triggered
+               for m in self.members if m.group is group):
+            group.leave()
 
     def pause(self) -> None:
         """Frozen, heartbeats too: the group drops it after the session."""
@@ -299,6 +372,29 @@ class KafkaPipeline(MessagingPipeline):
 
     def purge(self, queue: str) -> None:
         raise NotModelled("purge on Kafka: a log is not purged (the fault is RabbitMQ's)")
+
+    def replay(self, queue: str, restart_s: float) -> Generator[simpy.Event, Any, None]:
+        """The replay fault's inject: ``queue``'s consumer stopped gracefully, its
+        group (once empty) set back to offset 0 of every partition, the consumer
+        started again, ready ``restart_s`` later (the group forms kafka_rejoin_s after)."""
+        env = self.env
+        consumer = next(c for c in self.consumers if c.name == queue)
+        group = consumer.group
+        yield from consumer.stop()
+        if group.blocked_until > env.now:  # a member that did not leave: its session
+            yield env.timeout(group.blocked_until - env.now)
+        if not self.broker.up:
+            raise ModelError(f"replay on model/{queue}: the broker is down at the rewind, "
+                             "so the group's offsets cannot be set back (the real fault "
+                             "fails with a BrokerError)")
+        rewound = group.rewind()
+        if not rewound:
+            raise ModelError(f"replay on model/{queue}: the group had committed nothing "
+                             f"at {env.now:g} s, so there is nothing to read again (the "
+                             "real fault's check fails); replay after the consumer has "
+                             "handled messages")
+        yield env.timeout(restart_s)
+        consumer.revive()
 
     def broker_down(self) -> None:
         """Every connection drops, every group is gone; the logs and offsets stay."""

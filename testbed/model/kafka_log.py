@@ -14,6 +14,8 @@ As testbed/services/kafka_client.py and testbed/runtime/kafka_access.py have the
   whenever the group forms again; range assignment (member k of R gets a contiguous
   block of the partitions; with R > P, R - P get none). Its lag, what the sampler
   reports as ready: the log's end minus the committed offset, summed over partitions.
+  A rewind (the replay fault, on an empty group) sets every committed offset back to 0:
+  the lag is then the topic's size.
 """
 
 from __future__ import annotations
@@ -168,6 +170,14 @@ class Group:
             self.position[partition] = offset
             self.ready_from[partition] = now + SEEK_REFETCH_S
             self.fetched[partition] = None
+
+    def rewind(self) -> int:
+        """Every committed offset back to 0 (the group is empty: it is not formed);
+        how many messages it had committed, as the real rewind reports them."""
+        assert not self.active, "a group is rewound only while it has no members"
+        rewound = sum(self.committed)
+        self.committed = [0] * len(self.committed)
+        return rewound
 
     def commit(self, partition: int, offset: int, generation: int) -> bool:
         """A synchronous commit at the coordinator: refused from an older generation."""

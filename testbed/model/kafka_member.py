@@ -22,6 +22,11 @@ As testbed/services/kafka_consumer.py runs it (KafkaStage.handle_message):
 - a forward (or retry, or DLQ) produce not delivered within timeout_s, or a commit the
   group refuses (it changed meanwhile): forward_errors, error_backoff_ms, a seek back
   (no commit): the message is read again. A commit waits while the connection is down.
+- a graceful stop (KafkaConsumer.stop, the replay fault's SIGTERM): a thread finishes
+  the message in its hands (through its commit, or its backoff and seek), takes no
+  other and closes its consumer (``closed``); one without a message closes at once. The
+  retry worker's message counts as in its hands once fetched, while it waits out its
+  delay (the real one sleeps on it, then handles it).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Member:
         self.partitions: list[int] = []
         self.busy = False
         self.wake: simpy.Event | None = None
+        self.closed: simpy.Event | None = None  # at a stop: succeeds once it has closed
         group.members.append(self)
         self.env.process(self.run())
 
@@ -70,6 +76,10 @@ class Member:
         while True:
             if consumer.paused:
                 yield from consumer.thaw()
+                continue
+            if consumer.stopping and not self._in_hand():
+                self.close()
+                yield self._sleep()
                 continue
             if not (consumer.alive and group.active and self.partitions):
                 yield self._sleep()
@@ -91,6 +101,25 @@ class Member:
             self.busy = True
             yield from self._handle(p, offset)
             self.busy = False
+
+    def _in_hand(self) -> bool:
+        """At a stop: whether it still has a message to finish; between messages only
+        the retry worker's fetched one, waiting for its delay."""
+        consumer = self.consumer
+        if not (self.delay_s and consumer.alive and self.group.active and self.partitions):
+            return False
+        head = self._head()
+        if head is None:
+            return False
+        client, ready = consumer.client, head[2]
+        return ready <= self.env.now + _EPS and (client.up or ready <= client.down_at)
+
+    def close(self) -> None:
+        """Its consumer closed: it leaves its group (KafkaConsumer.member_closed)."""
+        closed = self.closed
+        if closed is not None and not closed.triggered and self.consumer.alive:
+            closed.succeed()
+            self.consumer.member_closed(self)
 
     def _head(self) -> tuple[int, int, float] | None:
         """The next message it takes: (partition, offset, when it is in hand)."""

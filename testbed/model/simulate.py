@@ -24,10 +24,11 @@ import gc
 import random
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from testbed.load.profile import LoadProfile, Step
@@ -50,6 +51,7 @@ from testbed.model.record import (
 )
 from testbed.model.sync import SyncChain
 from testbed.model.timers import Timers
+from testbed.model.traces import predicted_spans
 from testbed.model.users import LOAD_WORKERS, Users, arrival_times, steps_of
 from testbed.observe.result import RunResult
 from testbed.topology.model import Knobs, Topology
@@ -68,7 +70,7 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
              drain_timeout_s: float = 30.0, tail_s: float = 1.0, arrivals: str = "even",
              service: str = "as_knobs", name: str | None = None,
              load_workers: int | None = LOAD_WORKERS,
-             order_prefix: str | None = None) -> RunResult:
+             order_prefix: str | None = None, traced: bool = False) -> RunResult:
     """Simulate one trial of ``topology`` under ``profile`` and ``faults``.
 
     ``timeout_s``: how long a user waits (the load generator's timeout).
@@ -77,10 +79,16 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
     ``load_workers``: the load generator's senders (None: as many as orders).
     ``order_prefix``: of the order ids (which decide Kafka partitions); give the measured
     run's to predict its partitions exactly.
+    ``traced``: the services trace (OpenTelemetry): every HTTP hop costs
+    ``traced_hop_ms`` more, and the result holds the spans the run would (model.traces).
     ``profile`` may be a plain sequence of Steps, unbounded by the real generator's
     limits (MAX_REQUESTS, MAX_DURATION_S).
     """
     calibration = calibration if calibration is not None else Calibration()
+    untraced = calibration
+    if traced:
+        calibration = replace(calibration,
+                              http_hop_ms=calibration.http_hop_ms + calibration.traced_hop_ms)
     _check(timeout_s, seed, period_s, drain_timeout_s, tail_s, service, load_workers)
     name = name or topology.name
     prefix = order_prefix or f"{name}-model-s{seed}"
@@ -132,7 +140,11 @@ def simulate(topology: Topology, profile: LoadProfile | Sequence[Step],
                   "calibration": asdict(calibration), "simulated_s": env.now,
                   "load_workers": load_workers},
     }
-    return RunResult(name, *frames, meta)
+    spans = pd.DataFrame()
+    if traced:
+        meta["traced"] = True
+        spans = predicted_spans(topology, frames[0][frames[0]["ok"]], untraced, faults)
+    return RunResult(name, *frames, meta, spans)
 
 
 def build_shape(env: simpy.Environment, topology: Topology, calibration: Calibration,

@@ -18,6 +18,7 @@ from testbed.faults.timeline import Timeline
 
 LEDGER_COLUMNS = ["service", "order_id", "count"]
 _FRAMES = ("requests", "samples", "events", "ledgers")
+SPANS_CSV = "spans.csv"  # only a traced run has it
 
 
 def events_frame(timeline: Timeline) -> pd.DataFrame:
@@ -35,6 +36,8 @@ class RunResult:
     events: pd.DataFrame
     ledgers: pd.DataFrame  # what each service processed, for the loss/duplicate audit
     meta: dict[str, Any] = field(default_factory=dict)
+    # A traced run's spans (testbed.observe.spans.SPAN_COLUMNS); empty when not traced.
+    spans: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def processed(self, service: str) -> dict[str, int]:
         rows = self.ledgers[self.ledgers["service"] == service]
@@ -44,6 +47,8 @@ class RunResult:
         directory.mkdir(parents=True, exist_ok=True)
         for frame in _FRAMES:
             getattr(self, frame).to_csv(directory / f"{frame}.csv", index=False)
+        if not self.spans.empty:
+            self.spans.to_csv(directory / SPANS_CSV, index=False)
         (directory / "meta.json").write_text(json.dumps({"name": self.name, **self.meta},
                                                         indent=2, default=str))
         return directory
@@ -57,8 +62,11 @@ class RunResult:
                                  na_values={"latency_s": [""], "waited_s": [""], "t_sent": [""],
                                             "value": [""]})
             frames[frame] = loaded
+        spans = (pd.read_csv(directory / SPANS_CSV, keep_default_na=False,
+                             dtype={"parent_id": str, "trace_id": str, "span_id": str})
+                 if (directory / SPANS_CSV).exists() else pd.DataFrame())
         return cls(meta.pop("name"), frames["requests"], frames["samples"], frames["events"],
-                   frames["ledgers"], meta)
+                   frames["ledgers"], meta, spans)
 
 
 def ledgers_frame(ledgers: dict[str, dict[str, int]]) -> pd.DataFrame:

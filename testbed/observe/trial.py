@@ -20,6 +20,7 @@ from testbed.observe.dead_letters import dead_letters
 from testbed.observe.health import GRACE_S, infrastructure_problem, require_infrastructure
 from testbed.observe.result import RunResult, events_frame, ledgers_frame
 from testbed.observe.sampler import Sampler
+from testbed.observe.spans import collect_spans, empty_spans
 from testbed.runtime.base import Deployment, retry_queue
 from testbed.topology import Knobs
 
@@ -96,6 +97,7 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
     generator = LoadGenerator(deployment.entry_url, profile, topology=deployment.topology.name,
                               timeout_s=timeout_s, order_prefix=prefix)
     generator.start()
+    origin_wall_s = time.time() - (time.monotonic() - generator.start_time)
     timeline = Timeline(origin=generator.start_time)
     sampler = Sampler(deployment, period_s, origin=generator.start_time).start()
     try:
@@ -125,8 +127,13 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
             "faults": [planned_text(p) for p in plan],
             "knobs": knobs_changed(deployment)}
     ledgers = {**deployment.ledgers(), **dead_letters(deployment)}
+    spans = empty_spans()
+    if deployment.traces_url is not None:
+        meta["traced"] = True
+        spans = collect_spans(deployment.traces_url, deployment.id, deployment.topology,
+                              origin_wall_s)
     return RunResult(name, requests, samples, events_frame(timeline), ledgers_frame(ledgers),
-                     meta)
+                     meta, spans)
 
 
 def knobs_changed(deployment: Deployment) -> dict[str, dict[str, object]]:

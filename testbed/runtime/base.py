@@ -99,7 +99,8 @@ class Deployment:
     def __init__(self, deployment_id: str, topology: Topology, runtime: str,
                  services: dict[str, ServiceHandle], proxies: dict[str, ProxyEndpoint],
                  broker: BrokerAccess | None, toxiproxy: ToxiproxyClient | None,
-                 teardown: Callable[[], None], kafka: KafkaAccess | None = None) -> None:
+                 teardown: Callable[[], None], kafka: KafkaAccess | None = None,
+                 traces_url: str | None = None) -> None:
         self.id = deployment_id
         self.topology = topology
         self.runtime = runtime
@@ -107,6 +108,7 @@ class Deployment:
         self.proxies = proxies
         self.broker = broker  # RabbitMQ
         self.kafka = kafka  # or Kafka (an async topology has one of the two)
+        self.traces_url = traces_url  # traced: the query API of the Jaeger it exports to
         self.toxiproxy = toxiproxy
         self._teardown = teardown
         self.closed = False

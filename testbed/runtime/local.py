@@ -264,7 +264,8 @@ class LocalRuntime(RunLifecycle):
 
         return Deployment(deployment_id, topology, self.name, dict(services), proxies,
                           broker_access, toxiproxy.client if toxiproxy else None, teardown,
-                          kafka.access if kafka is not None else None)
+                          kafka.access if kafka is not None else None,
+                          self.jaeger().query_url if otlp_endpoint is not None else None)
 
     def _setup_broker(self, topology: Topology, deployment_id: str,
                       undo: Undo) -> BrokerAccess | None:

@@ -147,11 +147,27 @@ class Experiment:
     def trial(self, topology: Topology, profile: LoadProfile, faults: FaultPlan = (),
               key: str | None = None, **options: Any) -> RunResult:
         """Deploy, run the load and faults, tear down, keep the result under ``key``
-        (default: the topology's name)."""
-        with self.runtime.deploy(topology) as deployment:
+        (default: the topology's name). ``traced``: trace this trial (or not), whatever
+        the runtime does by default."""
+        traced = options.pop("traced", None)
+        with self._deploy(topology, traced) as deployment:
             result = run_trial(deployment, profile, plan_for(faults, deployment),
                                name=key or topology.name, **options)
         return self.keep(key or topology.name, result)
+
+    def _deploy(self, topology: Topology, traced: bool | None) -> Deployment:
+        """Deploy, traced or not as asked (None: as the runtime does)."""
+        if traced is None:
+            return self.runtime.deploy(topology)
+        if not hasattr(self.runtime, "tracing"):
+            raise ExperimentError(f"the {self.runtime.name} runtime cannot trace; run "
+                                  "traced trials on the local runtime")
+        default = self.runtime.tracing
+        self.runtime.tracing = traced
+        try:
+            return self.runtime.deploy(topology)
+        finally:
+            self.runtime.tracing = default
 
     def simulate(self, trials: Sequence[Trial], done: Mapping[str, RunResult] | None = None
                  ) -> tuple[dict[str, RunResult], dict[str, str]]:
@@ -178,13 +194,15 @@ class Experiment:
             self.keep(spec.key + MODEL_SUFFIX, model[spec.key])
         return model, unmodelled
 
-    def _named_orders(self, spec: Trial) -> Trial:
-        """The trial with its order ids fixed now, so the model and the real run use the
-        same ones (on Kafka they decide each order's partition)."""
-        if "order_prefix" in spec.options:
-            return spec
-        prefix = f"{spec.key}-{self.runtime.run_id}-e{next(_ORDER_PREFIXES)}"
-        return dataclasses.replace(spec, options={**spec.options, "order_prefix": prefix})
+    def _fixed(self, spec: Trial) -> Trial:
+        """The trial with its order ids and tracing fixed now, so the model and the real
+        run share them (on Kafka the ids decide each order's partition)."""
+        options = dict(spec.options)
+        options.setdefault("order_prefix",
+                           f"{spec.key}-{self.runtime.run_id}-e{next(_ORDER_PREFIXES)}")
+        # the model traces what the runtime will: the trial's say, else the runtime's
+        options.setdefault("traced", bool(getattr(self.runtime, "tracing", False)))
+        return dataclasses.replace(spec, options=options)
 
     def paired(self, topologies: Iterable[Topology], profile: LoadProfile,
                faults: FaultPlan = (), keys: Sequence[str] | None = None,
@@ -208,7 +226,7 @@ class Experiment:
         names = [t.key for t in trials]
         if len(set(names)) != len(names):
             raise ExperimentError(f"trials need distinct keys, got {names}")
-        trials = [self._named_orders(t) for t in trials]
+        trials = [self._fixed(t) for t in trials]
         model, unmodelled = self.simulate(trials, model)
         if not concurrent:
             return Results({t.key: self.trial(t.topology, t.profile, t.faults, t.key,
@@ -217,10 +235,10 @@ class Experiment:
         deployments: list[Deployment] = []
         try:
             for spec in trials:  # up one after the other: the trials start together
-                deployments.append(self.runtime.deploy(spec.topology))
+                deployments.append(self._deploy(spec.topology, spec.options.get("traced")))
             plans = [plan_for(t.faults, d) for t, d in zip(trials, deployments, strict=True)]
             found = run_together([functools.partial(run_trial, d, t.profile, p, name=t.key,
-                                                    **t.options)
+                                                    **_run_options(t.options))
                                   for d, p, t in zip(deployments, plans, trials, strict=True)])
         finally:
             close_all(deployments)
@@ -263,6 +281,11 @@ class Experiment:
                 raise HypothesisFailed(f"negative control of {self.name}: {held} held on "
                                        f"the {where}, so the claim cannot tell the mechanism "
                                        "from its absence\n" + found.report(), found.verdicts)
+
+
+def _run_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's options that run_trial takes (``traced`` is the deploy's)."""
+    return {k: v for k, v in options.items() if k != "traced"}
 
 
 def run_together(calls: Sequence[Callable[[], RunResult]]) -> list[RunResult]:

@@ -299,11 +299,14 @@ def backlog_growth(result: RunResult, start: float, end: float,
 
 
 def drain_time(result: RunResult, queue: str | None = None,
-               tolerance: float = DRAIN_TOLERANCE) -> float | None:
+               tolerance: float = DRAIN_TOLERANCE,
+               baseline_s: float | None = None) -> float | None:
     """Seconds from the fault's removal (with no fault: the load's end) until the
     backlog is back within ``tolerance`` messages of its level before the fault (with
-    no fault: at the start), holding 1 s. None: never drained (or the fault was never
-    removed); 0.0 for a run without queues."""
+    no fault: at the start), holding 1 s. The level before: the median from the first
+    sample, or over the last ``baseline_s`` seconds before the fault (for a fault that
+    comes after a backlog of its own, e.g. a replay after a flood). None: never
+    drained (or the fault was never removed); 0.0 for a run without queues."""
     values = backlog(result, queue)
     start, end = trigger_span(result)
     if values.empty:
@@ -312,7 +315,8 @@ def drain_time(result: RunResult, queue: str | None = None,
     # With no fault the level before is the first sample's (the sampler starts a few
     # ms after the load).
     before = max(start, float(values.index.min()))
-    return time_to_recover(values, before, end, tolerance=tolerance, hold_s=HOLD_S)
+    return time_to_recover(values, before, end, tolerance=tolerance, hold_s=HOLD_S,
+                           baseline_start=None if baseline_s is None else before - baseline_s)
 
 
 def queue_time_to_detect(result: RunResult, threshold: float,
@@ -532,6 +536,50 @@ def drained(result: RunResult) -> bool:
     return bool(result.meta.get("drained", True))
 
 
+# ------------------------------------------------------------------------ traces
+
+def _spans_of_accepted(result: RunResult, start: float | None = None,
+                       end: float | None = None) -> pd.DataFrame:
+    """The spans of the accepted orders placed in [start, end) (a traced run's)."""
+    if result.spans.empty:
+        raise MetricError(f"{result.name} was not traced: run it with tracing on "
+                          "(Trial option traced=True, or pytest --tracing)")
+    requests = _requests(result, start, end)
+    orders = set(requests.loc[requests["ok"], "order_id"])
+    return result.spans[result.spans["order_id"].isin(orders)]
+
+
+def whole_path_share(result: RunResult) -> float:
+    """Share of the accepted orders whose whole path is one trace: every span of the
+    order in one trace, and that trace reaching every service of the topology."""
+    spans = _spans_of_accepted(result)
+    services = set(result.meta.get("services", []))
+    by_order = spans.groupby("order_id")
+    whole = sum(1 for _, held in by_order
+                if held["trace_id"].nunique() == 1 and services <= set(held["service"]))
+    count = len(accepted(result))  # an accepted order with no spans is not whole
+    return whole / count if count else math.nan
+
+
+def traces_per_order(result: RunResult) -> float:
+    """How many traces an accepted order's spans are spread over, on average."""
+    spans = _spans_of_accepted(result)
+    counts = spans.groupby("order_id")["trace_id"].nunique()
+    return float(counts.mean()) if len(counts) else math.nan
+
+
+def slowest_hop_share(result: RunResult, hop: str, start: float | None = None,
+                      end: float | None = None) -> float:
+    """Share of the accepted orders placed in [start, end) whose slowest span (by self
+    time, over all the order's traces) was spent on ``hop`` (a link like
+    ``orders-payments``, or a service): how often the traces name the slow hop."""
+    spans = _spans_of_accepted(result, start, end)
+    if spans.empty:
+        return math.nan
+    slowest = spans.loc[spans.groupby("order_id")["self_s"].idxmax()]
+    return float((slowest["hop"] == hop).mean())
+
+
 # ------------------------------------------------------------------------- by name
 
 METRICS: dict[str, Callable[..., Any]] = {
@@ -576,4 +624,7 @@ METRICS: dict[str, Callable[..., Any]] = {
     "extra_calls": extra_calls,
     "stale_first_read_rate": stale_first_read_rate,
     "never_visible": never_visible,
+    "whole_path_share": whole_path_share,
+    "traces_per_order": traces_per_order,
+    "slowest_hop_share": slowest_hop_share,
 }

@@ -26,7 +26,8 @@ from testbed.scenario.faults import ServiceFault
 from testbed.topology import Topology
 
 REL = 0.15  # how close a point prediction from the model must land
-SIMULATED_OPTIONS = ("timeout_s", "period_s", "drain_timeout_s", "tail_s", "order_prefix")
+SIMULATED_OPTIONS = ("timeout_s", "period_s", "drain_timeout_s", "tail_s", "order_prefix",
+                     "traced")
 Metric = Callable[..., Any]
 
 

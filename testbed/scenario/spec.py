@@ -60,7 +60,7 @@ _TOP = {"scenario", "topology", "knobs", "services", "load", "faults", "hypothes
         "controls"}
 _SCENARIO = {"name", "title", "description", "seed", "scale"}
 _TOPOLOGY = {"shape", "depth", "sync_depth", "async_depth", "files", "broker", "partitions"}
-_LOAD = {"rate", "duration", "steps", "timeout_s", "drain_timeout_s", "concurrent"}
+_LOAD = {"rate", "duration", "steps", "timeout_s", "drain_timeout_s", "tail_s", "concurrent"}
 _FAULT = {"kind", "service", "at", "duration", "link", "only"}
 _HYPOTHESIS = {"name", "topology", "metric", "predicted", "check", "rel", "abs", "unit",
                "why", "args"}
@@ -262,7 +262,7 @@ def scenario_from_dict(data: Mapping[str, Any], path: Path) -> Scenario:
         raise r.fail("hypotheses", "none stated", "add at least one [[hypotheses]] table: "
                      "a scenario without a prediction cannot fail")
     options = {k: r.number("load", load, k, positive=True)
-               for k in ("timeout_s", "drain_timeout_s") if k in load}
+               for k in ("timeout_s", "drain_timeout_s", "tail_s") if k in load}
     concurrent = load.get("concurrent", True)
     if not isinstance(concurrent, bool):
         raise r.fail("load.concurrent", f"{concurrent!r} is not allowed", "give true or false")

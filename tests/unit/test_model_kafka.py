@@ -1,8 +1,10 @@
 """The model's Kafka variant of the async shape (testbed.model.kafka): partitions and
 consumer groups, a poison message blocking its partition, retry and DLQ topics, the
-producer's timeout, the group session after a kill, a pause or a cut, and per-partition
-order. Each run is small and, with the ideal calibration (a service costs exactly its
-knobs), its numbers follow from the services' code."""
+producer's timeout, the group session after a kill, a pause or a cut, per-partition
+order, and the replay fault (a graceful stop, the group's offsets back to 0, a start:
+the whole topic handled again, by a process that has read none of it; RabbitMQ has
+nothing to replay). Each run is small and, with the ideal calibration (a service costs
+exactly its knobs), its numbers follow from the services' code."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from testbed.load import constant
-from testbed.model import Calibration, NotModelled, simulate
+from testbed.model import Calibration, ModelError, NotModelled, simulate
 from testbed.model.kafka_log import SEEK_REFETCH_S
 from testbed.observe.result import RunResult
 from testbed.scenario import fault, unreachable
@@ -89,8 +91,9 @@ def test_the_gateway_answers_after_its_work_and_the_produce() -> None:
 def test_a_poison_message_blocks_its_partition_and_its_members_others(
         replicas: int, blocked: set[int]) -> None:
     """No retry policy: the member seeks back to the poison (partition 0) every
-    error_backoff_ms plus the wait for the fetch in flight. It blocks exactly the orders of the partitions its member owns
-    (range assignment: member 0 of R takes the first block), appended after it."""
+    error_backoff_ms plus the wait for the fetch in flight. It blocks exactly the orders
+    of the partitions its member owns (range assignment: member 0 of R takes the first
+    block), appended after it."""
     result = simulate(kafka(replicas=replicas, error_backoff_ms=50), constant(40, 4),
                       [fault("poison", "payments", at=1.01)], calibration=IDEAL,
                       drain_timeout_s=1, tail_s=0)
@@ -244,6 +247,112 @@ def test_a_stalled_consumer_keeps_its_members_while_its_lag_grows() -> None:
     assert min(v for _, v in series(result, "queue:payments", "consumers")) == 3
     assert m.counter(result, "payments", "redelivered") == 0
     assert m.lost(result) == 0 and m.duplicated(result) == 0 and result.meta["drained"]
+
+
+# ------------------------------------------------------------------------- replay
+
+REPLAY_AT = 3.0  # after the flood (40 orders in [0, 2)) is handled and committed
+BACK = REPLAY_AT + 0.5 + 0.5  # restart_s, then kafka_rejoin_s: the group formed again
+
+
+@pytest.fixture(scope="module")
+def replayed() -> dict[bool, RunResult]:
+    """payments replayed at 3 s in a two-stage pipeline, naive and idempotent."""
+    return {idempotent: simulate(kafka(2, replicas=3, work_ms=10, idempotent=idempotent),
+                                 constant(20, 2), [fault("replay", "payments", at=REPLAY_AT)],
+                                 calibration=calibration(restart_s=0.5, kafka_rejoin_s=0.5))
+            for idempotent in (False, True)}
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_replay_handles_every_accepted_order_again(replayed: dict[bool, RunResult],
+                                                     idempotent: bool) -> None:
+    """Every message of payments' topic is read again by a new process: naive, a second
+    side effect for every order, here and at the next stage (its events are forwarded
+    again); idempotent, once each and every replayed one skipped. The new process has
+    read nothing before, so nothing counts as redelivered."""
+    result = replayed[idempotent]
+    accepted = len(m.accepted(result))
+    assert accepted == 40 and m.lost(result) == 0 and result.meta["drained"]
+    for stage in ("payments", "inventory"):
+        assert set(m.processed(result, stage).values()) == {1 if idempotent else 2}
+        assert m.duplicated(result, stage) == (0 if idempotent else accepted)
+        assert m.counter(result, stage, "duplicates_skipped") == (accepted if idempotent
+                                                                  else 0)
+    # payments' counters are the new process's: it read the topic once
+    assert m.counter(result, "payments", "received") == accepted
+    assert m.counter(result, "payments", "redelivered") == 0
+    events = result.events
+    assert list(events["kind"]) == ["inject", "remove"]
+    assert set(events["fault"]) == {"replay"} and set(events["target"]) == {"model/payments"}
+    assert events["t"].tolist() == pytest.approx([REPLAY_AT + 0.5] * 2)  # back, one-shot
+
+
+def test_after_a_replay_the_lag_is_the_topic_and_nothing_is_handled_until_the_group_forms(
+        replayed: dict[bool, RunResult]) -> None:
+    """From the stop (all idle: at once) the group is empty and its offsets are 0: its
+    lag is the whole topic (40) until the group forms, restart_s + kafka_rejoin_s later;
+    the new process handles nothing before that; then the lag drains."""
+    result = replayed[False]
+    window = [(t, v) for t, v in series(result, "queue:payments", "ready")
+              if REPLAY_AT < t < BACK]
+    assert window and {v for _, v in window} == {40}
+    assert {v for t, v in series(result, "queue:payments", "consumers")
+            if REPLAY_AT < t < BACK} == {0}
+    # the new process (from 3.5 s, counting from zero) receives nothing before then
+    received = [(t, v) for t, v in series(result, "service:payments", "received")
+                if t >= REPLAY_AT + 0.5 and v > 0]
+    assert min(t for t, _ in received) >= BACK
+    assert {v for t, v in series(result, "queue:inventory", "ready")
+            if REPLAY_AT < t < BACK} == {0}  # nothing forwarded meanwhile
+    assert members_back(result, REPLAY_AT) == pytest.approx(BACK, abs=0.25)
+    assert max(v for t, v in series(result, "queue:payments", "ready") if t > BACK + 0.5) == 0
+
+
+def test_a_replay_lets_the_message_in_hand_finish_first() -> None:
+    """One member, 200 ms a message, orders every 0.5 s: the stop at 1.1 s waits for
+    the order of 1.0 s (side effect, commit: 1.2 s), then the group is empty; it forms
+    at 1.2 + 0.5 + 0.5. Orders up to 1.0 s are handled twice, later ones once."""
+    result = simulate(kafka(replicas=1, partitions=1, work_ms=200), constant(2, 3),
+                      [fault("replay", "payments", at=1.1)],
+                      calibration=calibration(restart_s=0.5, kafka_rejoin_s=0.5))
+    scheduled = dict(zip(result.requests["order_id"], result.requests["t_scheduled"],
+                         strict=True))
+    assert {order: n for order, n in m.processed(result, "payments").items()} == {
+        order: 2 if t <= 1.0 else 1 for order, t in scheduled.items()}
+    assert result.events["t"].tolist() == pytest.approx([1.7, 2.5])  # back; load's end
+    assert members_back(result, 1.1, members=1) == pytest.approx(2.2, abs=0.25)
+    assert m.lost(result) == 0 and result.meta["drained"]
+
+
+def test_a_replay_of_a_stuck_consumer_waits_for_the_sigkill_and_its_session() -> None:
+    """Stalled in the handler, the member never closes: the runtime kills the process
+    3 s after the SIGTERM (no commit), the group is empty only when the member's session
+    has run out (6 s), then the rewind, the start and the rejoin."""
+    result = simulate(kafka(replicas=1, partitions=1, work_ms=200), constant(2, 3),
+                      [fault("consumer_stall", "payments", at=0.9, duration=15),
+                       fault("replay", "payments", at=1.1)],
+                      calibration=calibration(restart_s=0.5, kafka_rejoin_s=0.5),
+                      drain_timeout_s=5)
+    gone = [t for t, v in series(result, "queue:payments", "consumers") if v == 0]
+    assert min(gone) == pytest.approx(1.1 + 3, abs=0.25)
+    assert members_back(result, 1.1, members=1) == pytest.approx(1.1 + 3 + SESSION_S + 1,
+                                                                 abs=0.25)
+    assert m.lost(result) == 0 and result.meta["drained"]
+
+
+def test_a_replay_before_anything_was_committed_is_an_error() -> None:
+    """The real fault's check fails (rewound 0), so the trial would: said, not guessed."""
+    with pytest.raises(ModelError, match="committed nothing"):
+        simulate(kafka(), constant(10, 2), [fault("replay", "payments", at=0)],
+                 calibration=IDEAL)
+
+
+def test_a_replay_on_rabbitmq_is_refused() -> None:
+    """A queue keeps nothing it delivered: the real fault refuses the RabbitMQ
+    deployment (FaultSpecError), the model says so (NotModelled) before it runs."""
+    with pytest.raises(NotModelled, match="RabbitMQ queue keeps nothing"):
+        simulate(async_pipeline(1), constant(10, 2), [fault("replay", "payments", at=1)])
 
 
 # ------------------------------------------------------------------- the gateway's link
