@@ -34,6 +34,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="runtime backend for deployments (default: local)")
     group.addoption("--report-dir", default="reports",
                     help="where experiment reports are written (default: reports/)")
+    group.addoption("--tracing", action="store_true", default=False,
+                    help="trace every deployment with OpenTelemetry to the run's own "
+                         "Jaeger; traced runs keep their spans (spans.csv) and the reports "
+                         "draw one order's trace (local runtime only)")
 
 
 _CONFIG: list[pytest.Config] = []  # the session's config, for the report hooks
@@ -106,6 +110,11 @@ def shared_runtime(config: pytest.Config) -> Runtime:
     opened = config.stash.setdefault(_RUNTIME, [])
     if not opened:
         runtime = get_runtime(config.getoption("--runtime"))
+        if config.getoption("--tracing"):
+            if not hasattr(runtime, "tracing"):
+                raise pytest.UsageError(f"--tracing: the {runtime.name} runtime cannot "
+                                        "trace; use --runtime local")
+            runtime.tracing = True
         runtime.open()
         opened.append(runtime)
     return opened[0]

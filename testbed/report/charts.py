@@ -80,3 +80,51 @@ def _overlay(model: RunResult, top: Axes, middle: Axes, bottom: Axes) -> None:
     backlog = m.backlog(model)
     if len(backlog):
         bottom.plot(backlog.index, backlog.to_numpy(), label="queued, model", **style)
+
+
+def waterfall_order(result: RunResult) -> str | None:
+    """The order a report draws: the accepted one with spans placed nearest the middle
+    of the first fault window (of the run when there was none)."""
+    if result.spans.empty:
+        return None
+    requests = result.requests[result.requests["ok"]
+                               & result.requests["order_id"].isin(result.spans["order_id"])]
+    if requests.empty:
+        return None
+    windows = fault_windows(result.events) if not result.events.empty else []
+    if windows and windows[0].end is not None:
+        middle = (windows[0].start + windows[0].end) / 2
+    else:
+        middle = float(requests["t_scheduled"].median())
+    nearest = (requests["t_scheduled"] - middle).abs().idxmin()
+    return str(requests.loc[nearest, "order_id"])
+
+
+def waterfall_chart(result: RunResult, order_id: str, title: str) -> bytes:
+    """One order's spans as a waterfall: a bar per span from its start to its end, in
+    start order, one colour per trace (an async order without trace propagation falls
+    apart into several); the span with the most self time (what the metrics call its
+    slowest) outlined in red. Returns PNG bytes."""
+    spans = result.spans[result.spans["order_id"] == order_id].sort_values("start_s")
+    traces = {trace: index for index, trace in enumerate(dict.fromkeys(spans["trace_id"]))}
+    colors = plt.get_cmap("tab10")
+    slowest = spans["self_s"].idxmax()
+    t0 = float(spans["start_s"].min())
+    figure, axes = plt.subplots(figsize=(8, 0.4 * len(spans) + 1.4))
+    for row, (index, span) in enumerate(spans.iterrows()):
+        axes.barh(row, span["duration_s"] * 1000, left=(span["start_s"] - t0) * 1000,
+                  color=colors(traces[span["trace_id"]] % 10),
+                  edgecolor="red" if index == slowest else "none", linewidth=2)
+    axes.set_yticks(range(len(spans)))
+    axes.set_yticklabels([f"{s.service}: {s.operation} ({s.kind})" for s in
+                          spans.itertuples()], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel(f"ms since the order's first span (t = {t0:.2f} s)")
+    axes.set_title(f"{title}\n{order_id}: {len(spans)} spans in {len(traces)} trace(s); "
+                   "red: most self time", fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()

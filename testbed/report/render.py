@@ -17,7 +17,7 @@ import pandas as pd
 
 from testbed.analysis.hypotheses import MODEL, format_number
 from testbed.observe import RunResult
-from testbed.report.charts import run_chart
+from testbed.report.charts import run_chart, waterfall_chart, waterfall_order
 from testbed.report.incident import Incident, incident
 from testbed.report.verdicts import load_verdicts
 
@@ -161,6 +161,10 @@ def build_report(report_dir: Path, experiment: str,
                               + (" (dashed: the model)" if name in models else ""),
                               models.get(name))
               for name, result in runs.items()}
+    for name, result in runs.items():  # a traced run: one order's trace, as a waterfall
+        if (order := waterfall_order(result)) is not None:
+            charts[f"{name}-waterfall"] = waterfall_chart(result, order,
+                                                          f"{title}: {name}, one order")
     return ExperimentReport(experiment, title, summary, incidents, rows,
                             follow_ups(incidents, rows), charts,
                             model_note([*models.values(), *runs.values()]))

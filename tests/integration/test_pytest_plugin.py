@@ -35,3 +35,30 @@ def test_plugin_registers_options_and_marker(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*--runtime*", "*--report-dir*"])
     result = pytester.runpytest_subprocess("--markers")
     result.stdout.fnmatch_lines(["*experiment*"])
+
+
+@pytest.mark.heavy  # a Jaeger beside the timing tests
+def test_tracing_option_traces_every_trial(pytester: pytest.Pytester) -> None:
+    """--tracing: the session's deployments trace to the run's Jaeger, an experiment's
+    trials keep their spans, and the report draws one order's trace."""
+    pytester.makepyfile(test_traced_experiment="""
+        from testbed.analysis import Hypotheses
+        from testbed.load import constant
+        from testbed.scenario import metrics as m
+        from testbed.scenario.predicted import predicted
+        from testbed.topology import sync_chain
+
+        def test_a_traced_trial(experiment):
+            results = experiment.paired([sync_chain(2)], constant(10, 1))
+            h = Hypotheses("traced")
+            h.check(predicted("one trace an order", m.whole_path_share, results["sync"],
+                              results.predicted("sync")))
+            experiment.check(h)
+            assert m.whole_path_share(results["sync"]) == 1.0
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tracing",
+                                           "--report-dir", "out")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "out" / "runs" / "traced-experiment" / "sync" /
+            "spans.csv").exists()
+    assert (pytester.path / "out" / "traced-experiment" / "sync-waterfall.png").exists()
