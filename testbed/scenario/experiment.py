@@ -157,7 +157,7 @@ class Experiment:
 
     def _deploy(self, topology: Topology, traced: bool | None) -> Deployment:
         """Deploy, traced or not as asked (None: as the runtime does)."""
-        if traced is None:
+        if traced is None or (not traced and not hasattr(self.runtime, "tracing")):
             return self.runtime.deploy(topology)
         if not hasattr(self.runtime, "tracing"):
             raise ExperimentError(f"the {self.runtime.name} runtime cannot trace; run "
