@@ -57,6 +57,19 @@ def labelled_objects(client: docker.DockerClient, label: str) -> list[str]:
             + [f"volume {v.name}" for v in client.volumes.list(filters=selector)])
 
 
+def place(deployment: Deployment, prefix: str, count: int) -> list[str]:
+    """Place ``count`` orders one by one; each must be accepted (202: an async edge)."""
+    ids = [f"{prefix}-{i}" for i in range(count)]
+    for order_id in ids:
+        response = deployment.place_order(order_id)
+        assert response.status_code == 202, response.text
+    return ids
+
+
+def processed(deployment: Deployment, service: str) -> set[str]:
+    return set(deployment.ledger(service))
+
+
 def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
     """Poll a condition of a real, asynchronous system until it holds or time is up."""
     deadline = time.monotonic() + timeout

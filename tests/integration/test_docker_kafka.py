@@ -28,7 +28,7 @@ from testbed.runtime.docker.containers import LABEL_CONTROLLER, LABEL_DEPLOYMENT
 from testbed.runtime.docker.kafka import ContainerKafka
 from testbed.topology import async_pipeline
 
-from .conftest import eventually, labelled_objects
+from .conftest import eventually, labelled_objects, place, processed
 
 pytestmark = [pytest.mark.docker, pytest.mark.heavy]
 
@@ -48,18 +48,6 @@ def pipeline(runtime: DockerRuntime) -> Iterator[Deployment]:
     but the module would otherwise pay it per test)."""
     with runtime.deploy(async_pipeline(2, broker="kafka", partitions=3)) as deployment:
         yield deployment
-
-
-def place(deployment: Deployment, prefix: str, count: int) -> list[str]:
-    ids = [f"{prefix}-{i}" for i in range(count)]
-    for order_id in ids:
-        response = deployment.place_order(order_id)
-        assert response.status_code == 202, response.text
-    return ids
-
-
-def processed(deployment: Deployment, service: str) -> set[str]:
-    return set(deployment.ledger(service))
 
 
 def lag(deployment: Deployment) -> dict[str, int]:

@@ -17,21 +17,9 @@ from testbed.runtime import Deployment
 from testbed.services.kafka_settings import partition_of
 from testbed.topology import Knobs, async_pipeline
 
-from .conftest import Deploy, eventually
+from .conftest import Deploy, eventually, place, processed
 
 pytestmark = pytest.mark.heavy
-
-
-def place(deployment: Deployment, prefix: str, count: int) -> list[str]:
-    ids = [f"{prefix}-{i}" for i in range(count)]
-    for order_id in ids:
-        response = deployment.place_order(order_id)
-        assert response.status_code == 202, response.text
-    return ids
-
-
-def processed(deployment: Deployment, service: str) -> set[str]:
-    return set(deployment.ledger(service))
 
 
 def counter(deployment: Deployment, service: str, name: str) -> int:
