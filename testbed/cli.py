@@ -406,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="scenario files to run (default: the flagship experiments)")
     run.add_argument("--all", action="store_true", help="every experiment and scenario "
                      "file, not only the flagship")
-    run.add_argument("-n", "--workers", type=int, default=2, help="parallel workers (2)")
+    run.add_argument("-n", "--workers", type=int, default=1,
+                     help="parallel workers (1: one experiment at a time; a second one, or "
+                          "a Kafka JVM beside it, is load its tolerances were not sized "
+                          "for on a 2-core machine)")
     run.add_argument("--report-dir", default="reports")
     run.add_argument("--runtime", default="local")
     run.add_argument("-k", help="only experiments matching this pytest -k expression")

@@ -27,7 +27,7 @@ class SuiteRun:
     """What ``testbed run`` was asked to do."""
 
     everything: bool = False  # the whole catalog, not only the flagship experiments
-    workers: int = 2
+    workers: int = 1
     report_dir: Path = Path("reports")
     runtime: str = "local"
     select: str | None = None  # a pytest -k expression
