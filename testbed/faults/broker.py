@@ -305,3 +305,56 @@ class Replay(Fault):
         return Verification(self.rewound > 0 and self.service.running(),
                             f"{self.queue} rewound by {self.rewound} message(s), running "
                             "again")
+
+
+class MemberLeave(Fault):
+    """Kafka only: one member of a consumer group (``member``, 1 or more: 0 is the
+    service's main thread) leaves the group and, at removal, joins again: two
+    rebalances, its partitions moving to the other members and back. A graceful leave
+    (the consumer is closed, as a pod scaled down or rolled is); a killed process is
+    ``kill`` (its members wait out the 6 s session)."""
+
+    kind = "member_leave"
+
+    def __init__(self, deployment: Deployment, queue: str, member: int = 1) -> None:
+        super().__init__(f"{deployment.id}/{queue}")
+        if deployment.kafka is None:
+            raise FaultSpecError(f"member_leave on {deployment.id}: consumer groups are "
+                                 "Kafka's; run the topology on Kafka (broker kind 'kafka')")
+        self.kafka = deployment.kafka
+        self.queue = _queue_of(self.kafka.queues, queue)
+        replicas = deployment.topology.service(queue).knobs.replicas
+        if isinstance(member, bool) or not isinstance(member, int) \
+                or not 1 <= member < replicas:
+            raise FaultSpecError(f"member_leave member={member!r}: {queue} has {replicas} "
+                                 f"member(s); give 1-{replicas - 1} (0 is its main thread; "
+                                 "set replicas to 2 or more)")
+        self.member = member
+        self.url = deployment.url(queue) + "/admin/members"
+
+    def describe(self) -> str:
+        return f"member_leave({self.member}) on {self.target}"
+
+    def _call(self, method: str) -> list[int]:
+        try:
+            response = requests.request(method, self.url, params={"member": self.member},
+                                        timeout=5)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise FaultError(f"member_leave: {method} {self.url} failed: {exc}") from exc
+        return list(response.json()["members"])
+
+    def inject(self) -> None:
+        self._call("PUT")
+
+    def remove(self) -> None:
+        self._call("DELETE")
+
+    def verify(self) -> Verification:
+        deadline = time.monotonic() + 10
+        members = self._call("GET")
+        while self.member in members and time.monotonic() < deadline:
+            time.sleep(0.05)
+            members = self._call("GET")
+        return Verification(self.member not in members,
+                            f"members in the group: {members}")

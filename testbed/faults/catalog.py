@@ -14,6 +14,7 @@ from testbed.faults.base import Fault, FaultSpecError
 from testbed.faults.broker import (
     BrokerDown,
     ConsumerStall,
+    MemberLeave,
     MemoryAlarm,
     PoisonMessage,
     QueuePurge,
@@ -36,7 +37,8 @@ PROCESS: dict[str, Callable[..., Fault]] = {
     "crash_loop": CrashLoop, "crash_at": CrashAt, "partition": Partition}
 BROKER: dict[str, Callable[..., Fault]] = {
     "broker_down": BrokerDown, "memory_alarm": MemoryAlarm, "poison": PoisonMessage,
-    "purge": QueuePurge, "consumer_stall": ConsumerStall, "replay": Replay}
+    "purge": QueuePurge, "consumer_stall": ConsumerStall, "replay": Replay,
+    "member_leave": MemberLeave}
 APPLICATION: dict[str, Callable[..., Fault]] = {
     "error_rate": ErrorRate, "fail_first": FailFirst, "route_error": RouteError}
 FAULTS = (*NETWORK, "amqp_link_cut", *PROCESS, *BROKER, *APPLICATION)

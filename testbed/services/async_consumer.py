@@ -179,6 +179,10 @@ class Consumer:
     def start_side_workers(self) -> None:
         """Threads besides the replicas (none here; Kafka's retry worker)."""
 
+    def admin_routes(self) -> dict[tuple[str, str], Handler]:
+        """Routes of this consumer's own (Kafka's: its group's members)."""
+        return {}
+
     def start_replica(self, replica: int) -> None:
         threading.Thread(target=self.run_forever, args=(replica,), name=f"replica{replica}",
                          daemon=True).start()
@@ -240,6 +244,7 @@ def run(config: ServiceConfig, kind: type[Consumer] = Consumer) -> None:
     consumer = kind(config, stats, ledger, chaos, crash, tracing)
     routes = common_routes(stats, ledger, healthy=lambda: consumer.consuming)
     routes.update(stall_routes(consumer))
+    routes.update(consumer.admin_routes())
     routes.update(crash.routes())
     app = make_app(routes, stats, chaos, tracing)
     threading.Thread(target=serve, args=(app, config.host, config.port, 2, 16),

@@ -17,7 +17,9 @@ what differs is what a log does with a message:
   the member waits error_backoff_ms and seeks back, so it is handled again.
 A SIGTERM (a graceful stop) closes every consumer, which leaves the group at once (its
 partitions go to the others, or the group is empty: what a replay needs); a SIGKILL
-leaves it to the 6 s session.
+leaves it to the 6 s session. ``PUT /admin/members/<n>`` makes member n (not 0, the
+main thread) leave the group the same way, and ``DELETE`` brings it back: each is a
+rebalance (the member_leave fault).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import signal
 import threading
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import KafkaException, Message, TopicPartition
@@ -43,6 +46,7 @@ from testbed.services.kafka_client import (
     headers_of,
     retry_topic,
 )
+from testbed.services.wsgi import Environ, Handler, Reply
 
 POLL_S = 0.1
 STOP_S = 2.0  # at a SIGTERM, how long the main thread waits for the others to close
@@ -61,6 +65,7 @@ class KafkaStage(Consumer):
 
     def start_side_workers(self) -> None:
         self.stopping = threading.Event()
+        self.leaving: dict[int, threading.Event] = {}
         self._loops: list[threading.Thread] = []
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
@@ -68,7 +73,30 @@ class KafkaStage(Consumer):
             self._start(self._retry_worker, "retry-worker")
 
     def start_replica(self, replica: int) -> None:
+        self.leaving[replica] = threading.Event()
         self._start(self.run_forever, f"replica{replica}", replica)
+
+    def admin_routes(self) -> dict[tuple[str, str], Handler]:
+        return member_routes(self)
+
+    def members(self) -> list[int]:
+        """The replicas in the group now (assigned, not leaving)."""
+        with self._lock:
+            return sorted(self._consuming)
+
+    def leave(self, replica: int) -> None:
+        """Member ``replica`` closes its consumer: it leaves the group at once."""
+        if replica not in self.leaving:
+            raise ValueError(f"no member {replica}: members 1-{self.knobs.replicas - 1} "
+                             "can leave (0 is the main thread)")
+        self.leaving[replica].set()
+
+    def rejoin(self, replica: int) -> None:
+        """Member ``replica`` joins again (a new consumer), once it has left."""
+        if replica not in self.leaving:
+            raise ValueError(f"no member {replica}")
+        if self.leaving[replica].is_set():
+            self.start_replica(replica)
 
     def _start(self, target: Any, name: str, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -89,7 +117,8 @@ class KafkaStage(Consumer):
         """One group member. librdkafka reconnects by itself (backoff capped at
         reconnect_max_s); the loop only polls, and counts what the broker reports."""
         consumer = self._consumer(self.config.name, self.topic, replica)
-        while not self.stopping.is_set():
+        leaving = self.leaving.get(replica, threading.Event())
+        while not self.stopping.is_set() and not leaving.is_set():
             message = consumer.poll(POLL_S)
             if message is None:
                 continue
@@ -98,6 +127,8 @@ class KafkaStage(Consumer):
                 continue
             self.on_delivery(consumer, message)
         consumer.close()  # leaves the group now, not after the session
+        with self._lock:
+            self._consuming.discard(replica)
         if replica == 0:
             self.stop_when_told()
 
@@ -211,6 +242,31 @@ class KafkaStage(Consumer):
             self.again_later(consumer, message)
             return
         self.stats.count(counter)
+
+
+def member_routes(stage: KafkaStage) -> dict[tuple[str, str], Handler]:
+    """GET /admin/members: who is in the group; PUT/DELETE /admin/members?member=n: member
+    n leaves / joins again."""
+
+    def state(_: Environ) -> Reply:
+        return Reply(200, {"name": stage.config.name, "members": stage.members()})
+
+    def member(environ: Environ) -> int:
+        value = parse_qs(environ.get("QUERY_STRING", "")).get("member", [""])[0]
+        if not value.isdigit():
+            raise ValueError("give ?member=<n>")
+        return int(value)
+
+    def leave(environ: Environ) -> Reply:
+        stage.leave(member(environ))
+        return state(environ)
+
+    def rejoin(environ: Environ) -> Reply:
+        stage.rejoin(member(environ))
+        return state(environ)
+
+    return {("GET", "/admin/members"): state, ("PUT", "/admin/members"): leave,
+            ("DELETE", "/admin/members"): rejoin}
 
 
 def _key(message: Message) -> str | None:

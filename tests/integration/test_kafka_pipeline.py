@@ -151,3 +151,27 @@ def test_a_replay_on_rabbitmq_is_refused_by_name(deploy: Deploy) -> None:
     deployment = deploy(async_pipeline(1))
     with pytest.raises(FaultSpecError, match="keeps nothing it has delivered"):
         make_fault(deployment, "replay", "payments")
+
+
+def test_a_member_that_leaves_hands_its_partitions_to_the_others(deploy: Deploy) -> None:
+    """Three members on three partitions; one leaves: the group rebalances, the other two
+    read its partition, nothing is lost; it joins again and has a partition again."""
+    deployment = deploy(async_pipeline(1, broker="kafka", partitions=3,
+                                       overrides={"payments": Knobs(replicas=3)}))
+    place(deployment, "before", 6)
+    leave = make_fault(deployment, "member_leave", "payments", member=2)
+    leave.inject()
+    try:
+        assert leave.verify().ok
+        assert deployment.kafka is not None
+        assert eventually(lambda: {q.name: q.consumers for q in
+                                   deployment.kafka.queue_states()}["payments"] == 2, 15)
+        during = place(deployment, "during", 12)  # every partition has orders
+        assert eventually(lambda: set(during) <= processed(deployment, "payments"), 20)
+    finally:
+        leave.remove()
+    assert eventually(lambda: {q.name: q.consumers for q in
+                               deployment.kafka.queue_states()}["payments"] == 3, 15)
+    after = place(deployment, "after", 6)
+    assert eventually(lambda: set(after) <= processed(deployment, "payments"), 20)
+    assert counter(deployment, "payments", "ok") >= 24
