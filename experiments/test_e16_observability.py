@@ -18,7 +18,8 @@ is 1 in all three. (A consumer's delivery crosses its link before its span start
 last stage's link, which it only consumes over, would show in no span.)
 The cost of tracing: two sync chains side by side, traced and not, 40 orders/s for 8 s;
 the model adds traced_hop_ms per HTTP hop (its client and server spans); measured here:
-~0.33 ms a hop (1.3 ms at the edge of a depth-3 chain).
+~0.33 ms a hop (1.3 ms at the edge of a depth-3 chain; 0.85-2.2 ms over ten runs, so
+± 1 ms).
 Negative control: the async pipeline without propagation fails the "one trace per order"
 claim, measured and on the model.
 The report draws one slowed order's trace of each topology as a waterfall.
@@ -95,7 +96,9 @@ def test_the_cost_of_tracing(experiment: Experiment, results: Results) -> None:
     measured = cost(results["cost_traced"], results["cost_untraced"])
     model = cost(results.predicted("cost_traced"), results.predicted("cost_untraced"))
     h = Hypotheses(f"E16 cost of tracing: sync chains of depth {DEPTH}, traced and not")
-    h.check(close_to("edge p50 added by tracing", model, measured, abs=0.0006, unit="s",
+    # ± 1 ms: measured 0.85-2.2 ms over ten runs (the spans' CPU shows as queueing on
+    # 2 busy cores, more or less by the minute); never 0, never 3
+    h.check(close_to("edge p50 added by tracing", model, measured, abs=0.001, unit="s",
                      source=MODEL))
     experiment.check(h)
 
