@@ -12,7 +12,7 @@ delivered twice (the model: none).
 On Kafka (the async pipeline with a topic per stage, payments a consumer group): the
 cut is shorter than the group's 6 s session, so payments stays in its group, and the
 log keeps what it could not read: no edge errors, a lag of about rate x T that it reads
-off once it has reconnected (librdkafka's backoff window, up to 0.75 s: ± 0.5 s),
+off once it has reconnected (librdkafka's backoff window, up to 0.75 s: ± 0.75 s),
 nothing lost. Run after the pair, with its own predictions.
 """
 
@@ -81,9 +81,11 @@ def kafka_hypotheses(result: RunResult, model: RunResult) -> Hypotheses:
     h.check(predicted("edge errors", m.edge_errors, result, model, unit="orders"))
     h.check(predicted("lag peak", m.backlog_peak, result, model, "payments",
                       unit="messages"))
-    # ± 0.5 s: librdkafka's reconnect lands anywhere in its backoff window (up to
+    # ± 0.75 s: librdkafka's reconnect lands anywhere in its backoff window (up to
     # reconnect_max_s plus its 50% jitter, 0.75 s); measured 0.85-1.32 s over six runs
-    h.check(predicted("lag read off after removal", m.drain_time, result, model, abs=0.5,
+    # here, 1.85 s once on the docker runtime (containers drain more slowly; the model
+    # has the local calibration unless `testbed calibrate --runtime docker` ran)
+    h.check(predicted("lag read off after removal", m.drain_time, result, model, abs=0.75,
                       unit="s"))
     h.check(predicted("orders lost", m.lost, result, model, unit="orders"))
     h.check(predicted("orders duplicated", m.duplicated, result, model, abs=2,
