@@ -68,6 +68,17 @@ def broker_connection(access: BrokerAccess,
         raise FaultError(f"cannot reach the broker for the injector: {exc!r}") from exc
 
 
+def admin_call(kind: str, method: str, url: str,
+               params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A service's admin route (stall, members): its JSON answer, or FaultError."""
+    try:
+        response = requests.request(method, url, params=params, timeout=5)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise FaultError(f"{kind}: {method} {url} failed: {exc}") from exc
+    return dict(response.json())
+
+
 def ready_count(access: BrokerAccess, queue: str) -> int:
     """Messages ready in a queue right now (a passive declare: exact, no stats lag)."""
     connection = broker_connection(access)
@@ -249,12 +260,7 @@ class ConsumerStall(Fault):
         self.url = deployment.url(queue) + "/admin/stall"
 
     def _call(self, method: str) -> bool:
-        try:
-            response = requests.request(method, self.url, timeout=5)
-            response.raise_for_status()
-        except requests.RequestException as exc:
-            raise FaultError(f"consumer_stall: {method} {self.url} failed: {exc}") from exc
-        return bool(response.json()["stalled"])
+        return bool(admin_call(self.kind, method, self.url)["stalled"])
 
     def inject(self) -> None:
         self._call("PUT")
@@ -336,13 +342,7 @@ class MemberLeave(Fault):
         return f"member_leave({self.member}) on {self.target}"
 
     def _call(self, method: str) -> list[int]:
-        try:
-            response = requests.request(method, self.url, params={"member": self.member},
-                                        timeout=5)
-            response.raise_for_status()
-        except requests.RequestException as exc:
-            raise FaultError(f"member_leave: {method} {self.url} failed: {exc}") from exc
-        return list(response.json()["members"])
+        return list(admin_call(self.kind, method, self.url, {"member": self.member})["members"])
 
     def inject(self) -> None:
         self._call("PUT")
