@@ -1,12 +1,14 @@
 """Benchmark: bring the paired topology up and down, on the local runtime, on the docker
-runtime (cached images), or on both in the same run, interleaved, with ratios.
+runtime (cached images), on the k8s runtime (the testbed's own cluster, images loaded),
+or on several in the same run, interleaved, with ratios against local.
 
 Prints, per repetition and as medians, the time to boot the broker (a process, or a
 container), the time for everything else of bringing the pair up (Toxiproxy, proxies,
 vhost, services, readiness), and the time to tear it all down. Each repetition uses a
 fresh runtime, so the broker boots every time, as it does once per test session.
 
-    .venv/bin/python benchmarks/bench_topology.py [--repeat N] [--runtime local|docker|both]
+    .venv/bin/python benchmarks/bench_topology.py [--repeat N]
+        [--runtime local|docker|k8s|both|all]   (both: local and docker; all: the three)
 """
 
 from __future__ import annotations
@@ -57,11 +59,17 @@ def table(name: str, rounds: list[Round]) -> dict[str, float]:
 
 def measure(repeat: int = 3, runtime: str = "both") -> list[Figure]:
     """Print the rounds and medians; return the figures for the summary table."""
-    names = ["local", "docker"] if runtime == "both" else [runtime]
-    if "docker" in names:  # images built (or found cached) before anything is timed
+    names = {"both": ["local", "docker"], "all": ["local", "docker", "k8s"]}.get(
+        runtime, [runtime])
+    if "docker" in names or "k8s" in names:  # images built (or found cached) first
         from testbed.images import build_images
 
         build_images()
+    if "k8s" in names:  # and in the cluster's containerd, before anything is timed
+        from testbed.components.kube.images import ensure_images
+        from testbed.images import image_refs
+
+        ensure_images(image_refs().values())
     rounds: dict[str, list[Round]] = {name: [] for name in names}
     for _ in range(repeat):  # interleaved: the machine's noise hits both alike
         for name in names:
@@ -76,15 +84,18 @@ def measure(repeat: int = 3, runtime: str = "both") -> list[Figure]:
                    "the broker's own boot is the floor"),
             Figure("topology", "paired down, local", local["down_s"], "s",
                    "paired up, local", local["up_total_s"], "teardown / bring-up")]
-    if len(medians) == 2:
-        print("\ndocker / local (medians, same run):")
+    for other, meaning in (("docker", "containers / processes"),
+                           ("k8s", "pods on a real cluster / processes")):
+        if "local" not in medians or other not in medians:
+            continue
+        print(f"\n{other} / local (medians, same run):")
         for key in ("up_total_s", "broker_boot_s", "up_rest_s", "down_s"):
-            local_s, docker_s = medians["local"][key], medians["docker"][key]
-            print(f"  {key:14} {docker_s:7.2f} s / {local_s:7.2f} s = {docker_s / local_s:5.2f}x")
+            local_s, other_s = medians["local"][key], medians[other][key]
+            print(f"  {key:14} {other_s:7.2f} s / {local_s:7.2f} s = {other_s / local_s:5.2f}x")
         figures += [
-            Figure("topology", f"paired {label}, docker (cached images)",
-                   medians["docker"][key], "s", f"paired {label}, local",
-                   medians["local"][key], "containers / processes")
+            Figure("topology", f"paired {label}, {other} (cached images)",
+                   medians[other][key], "s", f"paired {label}, local",
+                   medians["local"][key], meaning)
             for label, key in (("up", "up_total_s"), ("up minus broker boot", "up_rest_s"),
                                ("down", "down_s"))]
     return figures
@@ -93,7 +104,8 @@ def measure(repeat: int = 3, runtime: str = "both") -> list[Figure]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runtime", choices=["local", "docker", "both"], default="local")
+    parser.add_argument("--runtime", choices=["local", "docker", "k8s", "both", "all"],
+                        default="local")
     args = parser.parse_args()
     measure(args.repeat, args.runtime)
 

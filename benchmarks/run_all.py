@@ -27,10 +27,27 @@ from figures import Figure, text_table, write_results
 HERE = Path(__file__).resolve().parent
 
 
+def topology_runtimes(args: argparse.Namespace) -> str:
+    if args.skip_docker:
+        return "local"
+    if args.skip_k8s:
+        return "both"
+    from testbed.components.kube.cluster import Cluster
+
+    if not Cluster().running():
+        print("k8s left out of the topology benchmark: the testbed's cluster is not running "
+              "(`make k8s` starts it)")
+        return "both"
+    return "all"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     parser.add_argument("--skip-docker", action="store_true", help="local runtime only")
+    parser.add_argument("--skip-k8s", action="store_true",
+                        help="leave the k8s runtime out of the topology benchmark (left out "
+                             "anyway when the testbed's cluster is not running)")
     parser.add_argument("--skip-suite", action="store_true",
                         help="leave out the suite runs (flagship twice, the catalog once: "
                              "about 12 minutes)")
@@ -40,7 +57,7 @@ def main() -> int:
     figures: list[Figure] = []
     sections = [
         ("paired topology up and down", lambda: bench_topology.measure(
-            repeat=1 if args.quick else 3, runtime="local" if args.skip_docker else "both")),
+            repeat=1 if args.quick else 3, runtime=topology_runtimes(args))),
         ("Toxiproxy overhead and latency accuracy", lambda: bench_toxiproxy.measure(
             200 if args.quick else 2000)),
         ("load generator", bench_load.measure),

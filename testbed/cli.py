@@ -7,6 +7,8 @@ print as one clear line (exit 1); usage errors come from argparse (exit 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -14,15 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from testbed.control.state import UP_STATE, UpState
 from testbed.errors import TestbedError, TopologyError
-from testbed.runs import known_runs, new_run_id, run_dir
+from testbed.runs import new_run_id, run_dir
 from testbed.topology import Topology, build_shape, load_topology
 
-UP_STATE = "up.json"
+if TYPE_CHECKING:
+    from testbed.runtime.sweep import DeadRun
 
 
 def _parse_ports(pairs: Sequence[str]) -> dict[tuple[str, str], int]:
@@ -70,29 +75,36 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"--tracing: the {args.runtime} runtime does not trace. Fix: leave --tracing "
               "out, or use --runtime local", file=sys.stderr)
         return 2
+    if args.toxiproxy_port and args.runtime != "local":
+        print(f"--toxiproxy-port: the {args.runtime} runtime runs a Toxiproxy per topology "
+              "(their API URLs are printed). Fix: leave it out, or use --runtime local",
+              file=sys.stderr)
+        return 2
     topologies = _topologies(args)  # validate everything before starting anything
     if args.detach:
         return _up_detached(args)
+    from testbed import progress
+    from testbed.control.up import UpOptions, keep_up, render
     from testbed.runtime import get_runtime
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    options: dict[str, object] = {}
+    if args.tracing:
+        options["tracing"] = True
+    if args.toxiproxy_port:
+        options["toxiproxy_port"] = args.toxiproxy_port
+
+    def ready(state: UpState) -> None:
+        print(json.dumps(asdict(state), indent=2) if args.json else render(state))
+        print("Press Ctrl-C (or run `testbed down`) to tear down.", flush=True)
+
     try:
-        options = {"tracing": True} if args.tracing else {}
         with get_runtime(args.runtime, run_id=args.run_id or new_run_id(),
                          **options) as runtime:
-            endpoints = {}
-            for topology in topologies:
-                deployment = runtime.deploy(topology)
-                endpoints[topology.name] = deployment.endpoints()
-            state = {"run_id": runtime.run_id, "pid": os.getpid(), "endpoints": endpoints}
-            if args.tracing:
-                state["jaeger"] = runtime.jaeger().query_url  # type: ignore[attr-defined]
-            (run_dir(runtime.run_id) / UP_STATE).write_text(json.dumps(state))
-            _print_endpoints(state)
-            print("Press Ctrl-C (or run `testbed down`) to tear down.", flush=True)
-            deadline = time.monotonic() + args.duration if args.duration else None
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.2)
+            jaeger = runtime.jaeger().query_url if args.tracing else None  # type: ignore[attr-defined]
+            keep_up(runtime, topologies, UpOptions(args.control_port, args.duration,
+                                                   args.log), os.getpid(), ready, jaeger,
+                    functools.partial(progress.step, stderr=True))
     except (KeyboardInterrupt, _Stop):
         pass
     finally:
@@ -101,22 +113,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_endpoints(state: dict[str, object]) -> None:
-    print(f"run {state['run_id']} is up (controller pid {state['pid']})")
-    endpoints = state["endpoints"]
-    assert isinstance(endpoints, dict)
-    for topology, services in endpoints.items():
-        for service, url in services.items():
-            print(f"  {topology}.{service:14} {url}")
-    for topology, services in endpoints.items():
-        print(f"Send an order to {topology}: curl -s -X POST {services['gateway']}/orders "
-              "-H 'Content-Type: application/json' -d '{\"order_id\": \"o-1\"}'")
-    if state.get("jaeger"):
-        print(f"Traces (Jaeger's query API): {state['jaeger']}/api/traces?service=gateway")
-    sys.stdout.flush()
+UP_LOG = "up.log"  # `up --detach`'s output, in the run's logs/: gone with the run
+UP_TIMEOUT_S = 120.0
 
 
 def _up_detached(args: argparse.Namespace) -> int:
+    from testbed import progress
+
     run_id = new_run_id()
     argv = [sys.executable, "-m", "testbed.cli", "up", "--run-id", run_id,
             "--runtime", args.runtime]
@@ -126,37 +129,70 @@ def _up_detached(args: argparse.Namespace) -> int:
         argv += ["--port", pair]
     if args.tracing:
         argv.append("--tracing")
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"testbed-up-{run_id}.log"
-    with log.open("wb") as out:
+    for option in ("toxiproxy_port", "control_port"):
+        if getattr(args, option):
+            argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    # The log's home is the run directory, deleted by the teardown, so nothing of it stays
+    # after `down`. That directory appears only once the child's runtime makes it (with
+    # its record, atomically: made early, gc would take the run for dead), so the output
+    # starts beside it and is renamed in once the run is up; the child writes on.
+    log = run_dir(run_id) / "logs" / UP_LOG
+    early = _early_log(run_id)
+    argv += ["--log", str(log)]
+    with early.open("wb") as out:
         child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with progress.step(f"waiting for run {run_id} to come up on the {args.runtime} "
+                           f"runtime (up to {UP_TIMEOUT_S:.0f} s)", stderr=True):
+            state = _wait_for_up(run_id, child)
+            early.rename(log)
+    except (TestbedError, OSError) as exc:  # it failed, or was down again at once
+        print(early.read_text(errors="replace"), file=sys.stderr)
+        if isinstance(exc, TestbedError):
+            raise
+        raise TestbedError(f"run {run_id} ended as soon as it was up; its output is "
+                           "above") from exc
+    finally:
+        early.unlink(missing_ok=True)  # renamed into the run, or printed
+    from testbed.control.up import render
+
+    print(json.dumps(asdict(state), indent=2) if args.json else render(state))
+    print(f"Running in the background (log {log}); stop it with `testbed down {run_id}`.")
+    return 0
+
+
+def _early_log(run_id: str) -> Path:
+    """Where a detached up's output goes until its run directory exists: in the runs
+    directory (the same filesystem, for the rename), under a name no run has."""
+    runs = run_dir(run_id).parent
+    runs.mkdir(parents=True, exist_ok=True)
+    return runs / f".up-{run_id}.log"
+
+
+def _wait_for_up(run_id: str, child: subprocess.Popen[bytes]) -> UpState:
+    """The run's state once it is up; an error when the child ends first, or (the child
+    stopped) after UP_TIMEOUT_S."""
     state_file = run_dir(run_id) / UP_STATE
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + UP_TIMEOUT_S
     while time.monotonic() < deadline:
         if state_file.exists():
-            _print_endpoints(json.loads(state_file.read_text()))
-            print(f"Running in the background (log {log}); stop it with "
-                  f"`testbed down {run_id}`.")
-            return 0
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # half written
+                return UpState.read(state_file)
         if child.poll() is not None:
-            print(log.read_text(), file=sys.stderr)
-            return 1
+            raise TestbedError(f"`testbed up` exited with code {child.returncode} before "
+                               "it was up; its output is above")
         time.sleep(0.2)
     child.terminate()
-    raise TestbedError(f"`testbed up` did not come up within 120 s; see {log}")
-
-
-def _up_runs() -> dict[str, dict[str, object]]:
-    found = {}
-    for directory, record in known_runs():
-        state = directory / UP_STATE
-        if record is not None and record.controller_alive() and state.exists():
-            found[record.run_id] = json.loads(state.read_text())
-    return found
+    raise TestbedError(f"`testbed up` did not come up within {UP_TIMEOUT_S:.0f} s; "
+                       "its output is above")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    runs = _up_runs()
+    from testbed import progress
+    from testbed.control.client import running_ups
+
+    runs = running_ups()
     targets = list(runs) if args.all or not args.run_id else [args.run_id]
     if args.run_id and args.run_id not in runs:
         raise TestbedError(f"no running `testbed up` with run id {args.run_id}; "
@@ -165,11 +201,13 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise TestbedError(f"several runs are up ({', '.join(sorted(runs))}); name one, "
                            "or pass --all")
     for run_id in targets:
-        pid = int(str(runs[run_id]["pid"]))
+        pid = runs[run_id].pid
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while run_dir(run_id).exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with progress.step(f"waiting for run {run_id} to tear down (controller pid {pid}, "
+                           "up to 60 s)", stderr=True):
+            while run_dir(run_id).exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
         if run_dir(run_id).exists():
             raise TestbedError(f"run {run_id} did not tear down within 60 s; "
                                "run `testbed gc` to force it")
@@ -180,12 +218,36 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    runs = _up_runs()
-    if not runs:
+    from testbed.control.up import render_status, statuses
+
+    found = statuses()
+    if args.json:
+        print(json.dumps([asdict(status) for status in found], indent=2))
+        return 0
+    dead = _dead_runs()
+    if not found and not dead:
         print("nothing is up")
-    for state in runs.values():
-        _print_endpoints(state)
+    for status in found:
+        print(render_status(status))
+    _print_dead_runs(dead)
     return 0
+
+
+def _dead_runs() -> list[DeadRun]:
+    """Runs whose controller died, with what they left (files, processes, ports, the
+    engine's objects): `status` shows a leak before anyone runs gc."""
+    from testbed.runtime.docker import dead_run_objects
+    from testbed.runtime.k8s import dead_run_namespaces
+    from testbed.runtime.sweep import dead_runs
+
+    return dead_runs(dead_run_objects(), dead_run_namespaces())
+
+
+def _print_dead_runs(dead: list[DeadRun]) -> None:
+    from testbed.runtime.sweep import render_dead_run
+
+    for run in dead:
+        print(render_dead_run(run))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -203,6 +265,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     compose = compose_version()
     print("docker compose (compose/ files only): "
           + (f"ok, {compose}" if compose else f"missing; {install_hint()}"))
+    from testbed.components.kube.cluster import describe_cluster
+
+    print(f"k8s cluster (k8s runtime only): {describe_cluster()}")
+    from testbed.components.tools import TOXIPROXY_CLI, VEGETA
+
+    for tool in (TOXIPROXY_CLI, VEGETA):  # for "Using it with other tools" only
+        print(f"{tool.name} (other tools, optional): "
+              + ("ok" if tool.find() else f"missing; {tool.install_hint}"))
     missing = [f.component for f in findings if not f.ok]
     if missing:
         print(f"\n{len(missing)} component(s) missing: {', '.join(missing)}. "
@@ -213,37 +283,85 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from testbed.runtime.docker import collect_docker_garbage
+    from testbed.runtime.k8s import collect_k8s_garbage
     from testbed.runtime.sweep import collect_garbage
 
-    report = collect_garbage()
-    docker_objects = collect_docker_garbage()
-    if report.empty() and not docker_objects:
+    remove = not args.check  # --check: the same finding, nothing removed
+    report = collect_garbage(remove=remove)
+    docker_objects = collect_docker_garbage(remove=remove)
+    k8s_objects = collect_k8s_garbage(remove=remove)  # no cluster configured: none
+    if report.empty() and not docker_objects and not k8s_objects:
         print("nothing to collect")
+        return 0
+    verbs = (("removed", "killed", "released") if remove
+             else ("would remove", "would kill", "would release"))
     for item in docker_objects:
-        print(f"removed docker {item}")
+        print(f"{verbs[0]} docker {item}")
+    for item in k8s_objects:
+        print(f"{verbs[0]} k8s {item}")
     for run_id in report.runs:
-        print(f"removed run directory {run_id}")
+        print(f"{verbs[0]} run directory {run_id}")
     for process in report.processes:
-        print(f"killed process {process}")
+        print(f"{verbs[1]} process {process}")
     if report.ports:
-        print(f"released {len(report.ports)} port reservation(s)")
-    return 1 if args.check and not (report.empty() and not docker_objects) else 0
+        print(f"{verbs[2]} {len(report.ports)} port reservation(s): "
+              f"{', '.join(map(str, sorted(report.ports)))}")
+    if not remove:
+        print("`testbed gc` removes them")
+        return 1
+    return 0
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    from testbed import progress
     from testbed.components.install import setup
 
-    installed = setup()
-    if args.docker:
+    installed = setup(progress.step)
+    if args.docker or args.k8s:
         from testbed.components.compose import ensure_compose
-        from testbed.components.docker_engine import ensure_engine
+        from testbed.components.docker_engine import ENGINE_START_TIMEOUT_S, ensure_engine
         from testbed.images import build_images
 
-        installed += ensure_engine()
-        installed += ensure_compose()
-        installed += [f"image {ref}" for ref in build_images(log=print)]
+        with progress.step("Docker engine: waiting for one to answer (starting dockerd if "
+                           f"none does, up to {ENGINE_START_TIMEOUT_S:.0f} s)"):
+            installed += ensure_engine()
+        with progress.step("Docker Compose v2 (built from the Go module proxy if the docker "
+                           "CLI has none)"):
+            installed += ensure_compose()
+        installed += [f"image {ref}" for ref in build_images(log=progress.say,
+                                                             step=progress.step)]
+    if args.k8s:
+        from testbed.components.kube import setup_cluster
+
+        installed += setup_cluster(progress.step)
     print("\n".join(f"installed {item}" for item in installed) or "everything is installed")
     return cmd_doctor(args)
+
+
+def cmd_k8s(args: argparse.Namespace) -> int:
+    """The cluster `testbed setup --k8s` made: how it is, start it again, stop it (pods,
+    components, the bridge and iptables chains it left), remove it (its files too)."""
+    from testbed import progress
+    from testbed.components.kube.cluster import Cluster, describe_cluster
+
+    cluster = Cluster()
+    if args.action == "status":
+        print(describe_cluster())
+        for state in cluster.components():
+            print(f"  {state.name:24} {'pid ' + str(state.pid) if state.pid else 'down'}")
+        return 0 if cluster.running() else 1
+    if args.action == "start":
+        with progress.step("k8s cluster: starting what is down"):
+            timings = cluster.start()
+        print(", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+              or "already running")
+        return 0
+    with progress.step(f"k8s cluster: {args.action} ({cluster.home})"):
+        problems = cluster.stop() if args.action == "stop" else cluster.remove()
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"k8s cluster {'stopped' if args.action == 'stop' else 'removed'}")
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -253,9 +371,12 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from testbed import progress
     from testbed.demo import render, run_demo
 
-    rows = run_demo(args.orders, args.depth)
+    with progress.step(f"demo: the paired topology (depth {args.depth}) up, {args.orders} "
+                       "orders through both, then down"):
+        rows = run_demo(args.orders, args.depth)
     print(render(rows))
     bad = [r for r in rows if r.missing or r.duplicates]
     if bad:
@@ -276,11 +397,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from testbed import progress
     from testbed.runtime import get_runtime
     from testbed.scenario.calibrate import measure, save_calibration
 
-    print(f"calibrating the model on the {args.runtime} runtime: 14 short trials (~2.5 min)")
-    with get_runtime(args.runtime) as runtime:
+    with progress.step(f"calibrating the model on the {args.runtime} runtime: 14 short "
+                       "trials (~2.5 min)"), get_runtime(args.runtime) as runtime:
         calibration, raw = measure(runtime, Path(args.report_dir))
     path = save_calibration(calibration, raw, args.runtime)
     for name, value in asdict(calibration).items():
@@ -375,7 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tracing", action="store_true",
                     help="local runtime: trace every service to a private Jaeger (its "
                          "query API's URL is printed)")
+    up.add_argument("--toxiproxy-port", type=int, metavar="PORT",
+                    help="fix the Toxiproxy API's port (local runtime), e.g. 8474")
+    up.add_argument("--control-port", type=int, metavar="PORT",
+                    help="fix the controller API's port (testbed.chaostoolkit finds it "
+                         "either way)")
+    up.add_argument("--json", action="store_true",
+                    help="print the run's addresses as JSON (up.json's content)")
     up.add_argument("--run-id", help=argparse.SUPPRESS)
+    up.add_argument("--log", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="tear down what `testbed up` started")
@@ -383,17 +513,30 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true")
     down.set_defaults(func=cmd_down)
 
-    sub.add_parser("status", help="list runs that are up").set_defaults(func=cmd_status)
+    status = sub.add_parser("status", help="list runs that are up, their addresses, faults "
+                                           "and toxics the testbed did not add")
+    status.add_argument("--json", action="store_true",
+                        help="everything as JSON: addresses, proxies, faults, toxics")
+    status.set_defaults(func=cmd_status)
     sub.add_parser("doctor", help="check the external components").set_defaults(
         func=cmd_doctor)
-    gc = sub.add_parser("gc", help="remove what dead runs left behind")
+    gc = sub.add_parser("gc", help="remove what dead runs left behind (processes, run "
+                                   "directories, port reservations, docker objects)")
     gc.add_argument("--check", action="store_true",
-                    help="exit 1 when there was anything to remove (a leak, after a suite)")
+                    help="remove nothing: list what gc would remove, exit 1 if there is "
+                         "anything (a leak check, after a suite)")
     gc.set_defaults(func=cmd_gc)
     setup = sub.add_parser("setup", help="install missing components")
     setup.add_argument("--docker", action="store_true",
                        help="also the Docker engine and the offline images (docker runtime)")
+    setup.add_argument("--k8s", action="store_true",
+                       help="also build and start the testbed's single-node Kubernetes "
+                            "cluster, with the images loaded (k8s runtime; implies --docker)")
     setup.set_defaults(func=cmd_setup)
+    k8s = sub.add_parser("k8s", help="the testbed's own Kubernetes cluster: status, start, "
+                                     "stop, remove")
+    k8s.add_argument("action", choices=["status", "start", "stop", "remove"])
+    k8s.set_defaults(func=cmd_k8s)
     images = sub.add_parser("images", help="offline images for the docker runtime: "
                                            "`images build [--force]`, `images list`",
                             add_help=False)

@@ -98,16 +98,19 @@ def release_ports(run_id: str) -> None:
                 entry.unlink()
 
 
-def release_abandoned_reservations(min_age_s: float = 10.0) -> list[int]:
+def release_abandoned_reservations(min_age_s: float = 10.0, remove: bool = True) -> list[int]:
     """Drop empty reservation files older than ``min_age_s``: their owner died between
-    creating the file and writing its run id (microseconds apart), so no run claims them."""
+    creating the file and writing its run id (microseconds apart), so no run claims them.
+    With ``remove=False`` only name them (`testbed gc --check`)."""
     released = []
     for entry in ports_dir().iterdir():
         with contextlib.suppress(OSError, ValueError):
             info = entry.stat()
             if info.st_size == 0 and time.time() - info.st_mtime > min_age_s:
-                entry.unlink()
-                released.append(int(entry.name))
+                port = int(entry.name)
+                if remove:
+                    entry.unlink()
+                released.append(port)
     return released
 
 

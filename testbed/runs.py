@@ -6,7 +6,9 @@ it even when the controller is gone:
 
 - processes get the environment variable ``TESTBED_RUN_ID``;
 - files live under ``<state root>/runs/<run id>/`` with a ``run.json`` naming the
-  controller (pid and start time, so a recycled pid is not mistaken for it).
+  controller (pid and start time, so a recycled pid is not mistaken for it; the start
+  time counts from boot, so a step of the wall clock does not make a live controller
+  look like another process).
 """
 
 from __future__ import annotations
@@ -45,22 +47,39 @@ def new_run_id() -> str:
     return "tb" + secrets.token_hex(5)
 
 
+def process_started(pid: int) -> float | None:
+    """When a process started, in seconds since boot, or None when it is gone. Read from
+    /proc (the kernel's tick count): psutil's create_time adds the boot time, which
+    moves when the wall clock is stepped (a VM resumed, NTP), and a live controller
+    then looked dead to its watchdog, which swept the run under it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        if Path("/proc/self/stat").exists():
+            return None
+        try:  # no /proc (not Linux): the wall-clock figure is all there is
+            return float(psutil.Process(pid).create_time())
+        except psutil.Error:
+            return None
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """Who owns a run: the controller process, identified by pid and start time."""
 
     run_id: str
     controller_pid: int
-    controller_started: float
+    controller_started: float  # process_started() of the controller
     runtime: str
 
     def controller_alive(self) -> bool:
         """True while the exact controller process (not a recycled pid) still runs."""
+        started = process_started(self.controller_pid)
+        if started is None or abs(started - self.controller_started) > 0.05:
+            return False
         try:
-            proc = psutil.Process(self.controller_pid)
-            return abs(proc.create_time() - self.controller_started) < 0.5 and (
-                proc.status() != psutil.STATUS_ZOMBIE
-            )
+            return psutil.Process(self.controller_pid).status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
@@ -76,8 +95,8 @@ def create_run(run_id: str, runtime: str) -> Path:
     directory = run_dir(run_id)
     staging = directory.with_name(f".new-{run_id}")
     staging.mkdir(parents=True, exist_ok=False)
-    me = psutil.Process()
-    record = RunRecord(run_id, me.pid, me.create_time(), runtime)
+    me = os.getpid()
+    record = RunRecord(run_id, me, process_started(me) or 0.0, runtime)
     (staging / RUN_RECORD).write_text(json.dumps(asdict(record)))
     try:
         staging.rename(directory)
@@ -142,15 +161,17 @@ def kill_processes(procs: list[psutil.Process], timeout: float = 5.0) -> None:
     psutil.wait_procs(procs, timeout=timeout)
 
 
-def remove_abandoned_staging(min_age_s: float = 10.0) -> list[str]:
+def remove_abandoned_staging(min_age_s: float = 10.0, remove: bool = True) -> list[str]:
     """Drop run directories still being made (``.new-<id>``) after ``min_age_s``: their
-    controller died before it could rename them into place."""
+    controller died before it could rename them into place. With ``remove=False`` only
+    name them (`testbed gc --check`)."""
     runs = state_root() / "runs"
     removed = []
     for staging in runs.glob(".new-*") if runs.is_dir() else []:
         with contextlib.suppress(OSError):
             if time.time() - staging.stat().st_mtime > min_age_s:
-                shutil.rmtree(staging, ignore_errors=True)
+                if remove:
+                    shutil.rmtree(staging, ignore_errors=True)
                 removed.append(staging.name.removeprefix(".new-"))
     return removed
 

@@ -51,7 +51,10 @@ def pytest_argv(run: SuiteRun, experiments: Path) -> list[str]:
         scenarios = experiments.parent / SCENARIOS_DIR
         targets = [str(experiments)] + ([str(scenarios)] if run.everything
                                         and scenarios.is_dir() else [])
+    # testbed.suite_progress shows each experiment as it runs (pytest's letters blanked,
+    # and the classic style: no [ 40%] column filled in beside them).
     argv = [sys.executable, "-m", "pytest", *targets, "-p", "no:cacheprovider",
+            "-p", "testbed.suite_progress", "-o", "console_output_style=classic",
             "-q", "--report-dir", str(run.report_dir.resolve()), "--runtime", run.runtime]
     if run.workers > 1:  # one experiment's trials run once: all its tests on one worker
         argv += ["-n", str(run.workers), "--dist", "loadscope"]

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,22 @@ from testbed.components.binaries import (
     kafka_install_dir,
 )
 from testbed.errors import ComponentError
+from testbed.steps import Step, quiet
 
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 
 def run_command(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> None:
+    """Run an install command; its output is kept (a step's spinner stays one line) and
+    its last lines go into the error when it fails."""
     print("+ " + " ".join(argv), flush=True)
     try:
-        subprocess.run(argv, check=True, env=env, timeout=timeout)
-    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        subprocess.run(argv, check=True, env=env, timeout=timeout, capture_output=True,
+                       text=True, errors="replace")
+    except subprocess.CalledProcessError as exc:
+        said = "\n".join(((exc.stdout or "") + (exc.stderr or "")).strip().splitlines()[-25:])
+        raise ComponentError(f"`{' '.join(argv)}` exited {exc.returncode}:\n{said}") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise ComponentError(f"`{' '.join(argv)}` failed: {exc}") from exc
 
 
@@ -113,30 +121,40 @@ def _go_json(go: str, argv: list[str], env: dict[str, str], what: str) -> dict[s
     return parsed
 
 
-def go_build_tool(module: str, version: str, package: str, target: Path, what: str,
-                  ldflags: str = "") -> Path:
-    """Build ``package`` of ``module@version`` as a tool of a throwaway module (``go get
-    -tool``, then ``go build``): for modules ``go install`` refuses because their go.mod
-    has replace directives. Those directives are copied into the throwaway module first
-    (all but local-directory ones), so the build resolves the versions upstream pins."""
-    go = require_go(what)
-    env = {**os.environ, "CGO_ENABLED": "0"}
+def tool_module(go: str, work: str, module: str, version: str, packages: list[str],
+                env: dict[str, str], what: str,
+                local: Callable[[str], str | None] = lambda _path: None) -> None:
+    """Make ``work`` a throwaway module whose tools are ``packages`` of ``module@version``
+    (``go get -tool``): for modules ``go install`` refuses because their go.mod has
+    replace directives. Those directives are copied first, so the build resolves the
+    versions upstream pins; a local-directory one is kept only where ``local`` names a
+    published module version for it (``path@version``), else dropped."""
     info = _go_json(go, ["mod", "download", "-json", f"{module}@{version}"], env, what)
     if "GoMod" not in info:
         raise ComponentError(f"cannot download {module}@{version} from the Go module proxy: "
                              f"{info.get('Error', 'no go.mod in the answer')}. Fix: check "
                              "`go env GOPROXY` and that the proxy answers")
     upstream = _go_json(go, ["mod", "edit", "-json", info["GoMod"]], env, what)
+    run_command([go, "-C", work, "mod", "init", "testbed.local/gotool"], env=env)
+    for replace in upstream.get("Replace") or []:
+        old, new = replace["Old"], replace["New"]
+        target = (f"{new['Path']}@{new['Version']}" if new.get("Version")
+                  else local(old["Path"]))
+        if target is None:
+            continue  # a directory inside upstream's repository: not reachable here
+        old_ref = old["Path"] + (f"@{old['Version']}" if old.get("Version") else "")
+        run_command([go, "-C", work, "mod", "edit", f"-replace={old_ref}={target}"], env=env)
+    run_command([go, "-C", work, "get", "-tool",
+                 *[f"{package}@{version}" for package in packages]], env=env)
+
+
+def go_build_tool(module: str, version: str, package: str, target: Path, what: str,
+                  ldflags: str = "") -> Path:
+    """Build ``package`` of ``module@version`` as a tool of a throwaway module."""
+    go = require_go(what)
+    env = {**os.environ, "CGO_ENABLED": "0"}
     with tempfile.TemporaryDirectory(prefix="testbed-gotool-") as work:
-        run_command([go, "-C", work, "mod", "init", "testbed.local/gotool"], env=env)
-        for replace in upstream.get("Replace") or []:
-            old, new = replace["Old"], replace["New"]
-            if not new.get("Version"):
-                continue  # a directory inside upstream's repository: not reachable here
-            old_ref = old["Path"] + (f"@{old['Version']}" if old.get("Version") else "")
-            run_command([go, "-C", work, "mod", "edit",
-                         f"-replace={old_ref}={new['Path']}@{new['Version']}"], env=env)
-        run_command([go, "-C", work, "get", "-tool", f"{package}@{version}"], env=env)
+        tool_module(go, work, module, version, [package], env, what)
         built = Path(work) / "bin" / target.name
         run_command([go, "-C", work, "build", "-trimpath", f"-ldflags={ldflags}", "-o",
                      str(built), package], env=env)
@@ -212,16 +230,24 @@ def install_kafka(target: Path | None = None) -> Path:
     return target
 
 
-def setup() -> list[str]:
-    """Install what is missing; returns what was installed."""
+def setup(step: Step = quiet) -> list[str]:
+    """Install what is missing; returns what was installed. Each install runs inside
+    ``step`` (named with what it waits for: the command line shows it as it goes)."""
     done = []
     if TOXIPROXY.find() is None:
-        done.append(f"toxiproxy-server -> {install_toxiproxy()}")
+        with step(f"toxiproxy-server: go install {TOXIPROXY_MODULE} (Go module proxy)"):
+            done.append(f"toxiproxy-server -> {install_toxiproxy()}")
     if RABBITMQ.find() is None:
-        install_rabbitmq()
+        with step("RabbitMQ: apt-get install rabbitmq-server (Debian)"):
+            install_rabbitmq()
         done.append("rabbitmq-server (Debian package)")
     if find_kafka_libs() is None:
-        done.append(f"{KAFKA_ARTIFACT} jars -> {install_kafka()}")
+        with step(f"Kafka {KAFKA_VERSION}: its jars from Maven Central (mvn "
+                  "dependency:copy-dependencies)"):
+            done.append(f"{KAFKA_ARTIFACT} jars -> {install_kafka()}")
     if JAEGER.find() is None:
-        done.append(f"jaeger {JAEGER_VERSION} -> {install_jaeger()}")
-    return done
+        with step(f"Jaeger {JAEGER_VERSION}: go build from the Go module proxy"):
+            done.append(f"jaeger {JAEGER_VERSION} -> {install_jaeger()}")
+    from testbed.components.tools import install_tools  # they build with go_install
+
+    return done + install_tools(step)

@@ -71,9 +71,15 @@ class ManagedProcess:
         return None if self._proc is None else self._proc.poll()
 
     def signal_group(self, sig: int) -> None:
-        """Send a signal to the whole process group (the child and whatever it forked)."""
-        if self._proc is None:
+        """Send a signal to the whole process group (the child and whatever it forked),
+        while its leader is not yet reaped: after that its pid may name another
+        process's group (pids wrap at 32768 here), and a stale signal killed it."""
+        if self._proc is None or self._proc.returncode is not None:
             return
+        self._killpg(sig)
+
+    def _killpg(self, sig: int) -> None:
+        assert self._proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
 
@@ -89,24 +95,26 @@ class ManagedProcess:
 
     def kill(self) -> None:
         """SIGKILL, no grace: the crash a fault wants to simulate."""
-        if self._proc is None:
+        if self._proc is None or self._proc.poll() is not None:
             return
         self.signal_group(signal.SIGKILL)
-        self._wait(10.0)
+        if self._wait(10.0):
+            self._killpg(signal.SIGKILL)  # at once: what the leader forked
         self.paused = False
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; the group is gone afterwards."""
-        if self._proc is None:
-            return
+        if self._proc is None or self._proc.poll() is not None:
+            return  # gone already (a kill, a crash): its group was swept or is gone
         if self.paused:
             self.signal_group(signal.SIGCONT)
         self.signal_group(signal.SIGTERM)
         if not self._wait(grace):
             self.signal_group(signal.SIGKILL)
             self._wait(10.0)
-        # Grandchildren (e.g. erl_child_setup) may outlive the leader; sweep the group.
-        self.signal_group(signal.SIGKILL)
+        # Grandchildren (e.g. erl_child_setup) may outlive the leader; sweep the group
+        # at once, before its pid can be handed out again.
+        self._killpg(signal.SIGKILL)
         self.paused = False
 
     def _wait(self, timeout: float) -> bool:

@@ -45,13 +45,34 @@ class ProxyInfo:
         return int(self.listen.rsplit(":", 1)[1])
 
 
+@dataclass(frozen=True)
+class ToxicInfo:
+    """A toxic on a proxy, whoever added it (the testbed names its own ``tb-...``)."""
+
+    proxy: str
+    name: str
+    type: str
+    stream: str
+    toxicity: float
+    attributes: dict[str, Any]
+
+    @property
+    def testbeds(self) -> bool:
+        return self.name.startswith(TESTBED_TOXIC_PREFIX)
+
+
+TESTBED_TOXIC_PREFIX = "tb-"
+
+
 class ToxiproxyClient:
     """Adapter over toxiproxy-python for one server, with timeouts and our errors."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 5.0,
+                 diagnose: Callable[[], str] | None = None) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.diagnose = diagnose  # why the server may not answer (its process's state)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toxiproxy-api")
 
     @property
@@ -74,8 +95,9 @@ class ToxiproxyClient:
         except (ProxyExists, NotFound, InvalidToxic) as exc:
             raise ToxiproxyError(f"Toxiproxy refused {what}: {exc}") from exc
         except requests.RequestException as exc:
-            raise ToxiproxyError(f"Toxiproxy at {self.url} unreachable during {what}: {exc}"
-                                 ) from exc
+            why = f" ({self.diagnose()})" if self.diagnose else ""
+            raise ToxiproxyError(f"Toxiproxy at {self.url} unreachable during {what}{why}: "
+                                 f"{exc}") from exc
 
     def version(self) -> str:
         return self._call("version", lambda: requests.get(
@@ -117,6 +139,18 @@ class ToxiproxyClient:
         return sorted(self._call(f"list toxics of {proxy}",
                                  lambda: self._proxy(proxy).toxics()))
 
+    def toxic_infos(self) -> list[ToxicInfo]:
+        """Every toxic on every proxy of the server, with its settings."""
+        def listing() -> list[ToxicInfo]:
+            found = []
+            for name, proxy in toxiproxy.Toxiproxy().proxies().items():
+                for toxic in proxy.toxics().values():
+                    found.append(ToxicInfo(name, toxic.name, toxic.type, toxic.stream,
+                                           float(toxic.toxicity), dict(toxic.attributes)))
+            return found
+
+        return self._call("list toxics", listing)
+
     def set_enabled(self, proxy: str, enabled: bool) -> None:
         """Disabling drops every open connection and stops listening: a link down."""
         def switch() -> None:
@@ -139,7 +173,17 @@ class ToxiproxyServer:
             "toxiproxy-server",
             [binary, "-host", "127.0.0.1", "-port", str(api_port)],
             run_id, run_dir / "logs" / "toxiproxy.log")
-        self.client = ToxiproxyClient("127.0.0.1", api_port)
+        self.client = ToxiproxyClient("127.0.0.1", api_port, diagnose=self._state)
+
+    def _state(self) -> str:
+        code = self.process.exit_code()
+        if code is None:
+            return f"toxiproxy-server pid {self.process.pid} is running"
+        if not self.process.log_path.exists():
+            return (f"toxiproxy-server exited with code {code} and the run's directory is "
+                    "gone: something swept the run (see sweeps.log in the state root)")
+        return (f"toxiproxy-server exited with code {code}; the last lines of its log: "
+                f"{self.process.log_tail(8)!r}")
 
     def start(self, timeout: float = 15.0) -> float:
         """Start and wait until the API answers; returns the seconds it took."""

@@ -42,6 +42,29 @@ BROKER: dict[str, Callable[..., Fault]] = {
 APPLICATION: dict[str, Callable[..., Fault]] = {
     "error_rate": ErrorRate, "fail_first": FailFirst, "route_error": RouteError}
 FAULTS = (*NETWORK, "amqp_link_cut", *PROCESS, *BROKER, *APPLICATION)
+# Faults switched or checked inside the testbed's own services (their /admin and /stats
+# routes): a user's own service has none of them.
+NEEDS_TESTBED_SERVICE = (*APPLICATION, "crash_at", "consumer_stall", "member_leave",
+                         "poison")
+
+
+# Faults Kubernetes has no means for, refused by name before a run starts.
+NOT_ON_K8S = {
+    "partition": "a pod has no network of its own to cut it off; use link_down on its links, "
+                 "or the docker runtime",
+}
+
+
+def own_names(deployment: Deployment) -> set[str]:
+    return {s.name for s in deployment.topology.own_services}
+
+
+def _refuse_own(deployment: Deployment, name: str, target: str) -> None:
+    if name in NEEDS_TESTBED_SERVICE and target in own_names(deployment):
+        raise FaultSpecError(
+            f"{name}: {target} is your own service, and {name} works through the testbed "
+            "services' /admin and /stats routes; use a network fault (latency, link_down, "
+            "...), a process fault (kill, pause, restart, crash_loop) or broker_down on it")
 
 
 def make_fault(deployment: Deployment, name: str, target: str, **params: Any) -> Fault:
@@ -52,6 +75,13 @@ def make_fault(deployment: Deployment, name: str, target: str, **params: Any) ->
     if not isinstance(target, str):
         raise FaultSpecError(f"{name}: target {target!r} is not text; give a link, service "
                              "or queue name (or '' for the whole broker)")
+    _refuse_own(deployment, name, target)
+    if deployment.runtime == "k8s" and name in NOT_ON_K8S:
+        raise FaultSpecError(f"{name} is not available on the k8s runtime: {NOT_ON_K8S[name]}")
+    if deployment.runtime == "k8s" and name == "pause" and target in own_names(deployment):
+        raise FaultSpecError(f"pause: {target} is your own service, and on the k8s runtime "
+                             "only the testbed's services can be frozen (Kubernetes has no "
+                             "freeze for a pod); use kill, stop or restart")
     if name in TOXICS:
         stream = params.pop("stream", "downstream")
         toxicity = params.pop("toxicity", 1.0)

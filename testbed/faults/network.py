@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from testbed.components.toxiproxy import TESTBED_TOXIC_PREFIX
 from testbed.faults.base import Fault, FaultSpecError, Verification
 from testbed.faults.probes import ProbeResult, probe
 from testbed.runtime.base import Deployment, ProxyEndpoint
@@ -80,7 +81,7 @@ class ToxicFault(Fault):
                 0.0 < toxicity <= 1.0):
             raise FaultSpecError(f"toxicity {toxicity!r} for {toxic}; give a number in (0, 1]")
         self.toxicity = float(toxicity)
-        self._names = [f"tb-{toxic}-{s}" for s in self.streams]
+        self._names = [f"{TESTBED_TOXIC_PREFIX}{toxic}-{s}" for s in self.streams]
 
     @staticmethod
     def _check_attributes(spec: ToxicType, given: dict[str, int]) -> dict[str, int]:
@@ -158,10 +159,11 @@ class LinkDown(Fault):
         self.endpoint = find_proxy(deployment, link)
         assert deployment.toxiproxy is not None
         self.client = deployment.toxiproxy
-        # Seen from the host, a published container port is docker's port proxy: it
-        # accepts, finds nothing listening behind it, and closes or resets without a byte.
-        self.cut_looks = ("refused", "closed", "reset") if deployment.runtime == "docker" \
-            else ("refused",)
+        # Seen from the host, a published container port is docker's port proxy (or, on
+        # k8s, kubectl's port-forward): it accepts, finds nothing listening behind it, and
+        # closes or resets without a byte.
+        self.cut_looks = (("refused", "closed", "reset") if deployment.runtime in ("docker", "k8s")
+                          else ("refused",))
 
     def inject(self) -> None:
         self.client.set_enabled(self.endpoint.proxy_name, False)

@@ -39,9 +39,11 @@ def images_main(argv: list[str] | None = None) -> int:
         if args.action == "list":
             print("\n".join(describe(source=args.source)))
             return 0
+        from testbed import progress
+
         started = time.monotonic()
-        built = build_images(force=args.force, log=lambda line: print(line, flush=True),
-                             source=args.source)
+        built = build_images(force=args.force, log=progress.say, source=args.source,
+                             step=progress.step)
         print(f"{len(built)} image(s) built in {time.monotonic() - started:.1f} s")
         return 0
     except TestbedError as exc:

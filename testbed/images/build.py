@@ -36,6 +36,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +56,7 @@ from testbed.components.docker_engine import engine
 from testbed.components.install import apt_install
 from testbed.errors import ComponentError, MissingBinaryError
 from testbed.runs import state_root
+from testbed.steps import Step, logged, quiet
 
 RECIPE_VERSION = "1"  # bump to force every image to be rebuilt
 SUITE = "bookworm"
@@ -76,6 +78,8 @@ KAFKA_COMMAND = "testbed-kafka"  # files/testbed-kafka, in /usr/local/bin
 KAFKA_LIBS = "/opt/kafka/libs"  # the jars, in the kafka image
 KAFKA_CONFIG_DIR = "/etc/kafka"  # server.properties and log4j2.properties, copied in
 SERVICE_CONFIG_PATH = "/etc/testbed/service.json"
+# The service image's CMD (the k8s runtime runs the same under its pod's loop).
+SERVICE_COMMAND = ("python", "-m", "testbed.services", SERVICE_CONFIG_PATH)
 VENV = "/opt/testbed/venv"
 SOURCE_DIR = "/opt/testbed/src"
 BUILD_TIMEOUT_S = 1200
@@ -257,11 +261,16 @@ def image_refs(client: docker.DockerClient | None = None,
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    """One builder at a time on this machine (pytest-xdist workers open runtimes at once)."""
+def _build_lock(step: Step = quiet) -> Iterator[None]:
+    """One builder at a time on this machine (pytest-xdist workers open runtimes at once);
+    a wait for another one is a step of its own."""
     path = state_root() / "images.lock"
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with step(f"waiting for another process's image build ({path})"):
+                fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -270,12 +279,15 @@ def _build_lock() -> Iterator[None]:
 
 def build_images(force: bool = False, client: docker.DockerClient | None = None,
                  log: Callable[[str], None] | None = None,
-                 source: str | None = None, skip_unavailable: bool = False) -> list[str]:
+                 source: str | None = None, skip_unavailable: bool = False,
+                 step: Step | None = None) -> list[str]:
     """Build every image whose inputs changed (all of them with ``force``); returns the
     references of the images built now. Idempotent and safe to call from many processes.
     An image whose inputs are missing here is an error naming the fix, or with
-    ``skip_unavailable`` a line in the log (after the others are built)."""
+    ``skip_unavailable`` a line in the log (after the others are built). Each build runs
+    inside ``step`` (the command line's spinner), by default two lines in the log."""
     say = log or (lambda _: None)
+    building = step or logged(say)
     client = client or engine()
     source = resolve_source(client, source)
     if source == "official":
@@ -289,7 +301,7 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
                                  "them offline with `testbed images build --source offline` "
                                  f"(or unset ${SOURCE_ENV})")
     built: list[str] = []
-    with _build_lock():
+    with _build_lock(building):
         plan = recipes(source)
         unavailable = [r for r in plan.values() if r.unavailable is not None]
         for kind, recipe in plan.items():
@@ -299,12 +311,9 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
                 say(f"cached  {recipe.ref}")
                 client.images.get(recipe.ref).tag(f"{REPOSITORY}/{kind}", "latest")
                 continue
-            say(f"build   {recipe.ref} ...")
-            started = time.monotonic()
-            recipe.build(client, recipe)
-            client.images.get(recipe.ref).tag(f"{REPOSITORY}/{kind}", "latest")
-            seconds = time.monotonic() - started
-            say(f"built   {recipe.ref} in {seconds:.1f} s")
+            with building(f"build   {recipe.ref}"):
+                recipe.build(client, recipe)
+                client.images.get(recipe.ref).tag(f"{REPOSITORY}/{kind}", "latest")
             built.append(recipe.ref)
         _prune_stale(client, plan, say)
     for recipe in unavailable:
@@ -473,7 +482,7 @@ def _build_service(client: docker.DockerClient, recipe: Recipe) -> None:
             f"COPY testbed {SOURCE_DIR}/testbed\n"
             f"ENV PYTHONPATH={SOURCE_DIR} PYTHONDONTWRITEBYTECODE=1\n"
             "WORKDIR /var/lib/testbed\n"
-            f'CMD ["python", "-m", "testbed.services", "{SERVICE_CONFIG_PATH}"]\n')
+            f"CMD {json.dumps(list(SERVICE_COMMAND))}\n")
         _docker_build(client, work, recipe)
 
 

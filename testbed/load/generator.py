@@ -44,7 +44,8 @@ class LoadGenerator:
 
     def __init__(self, url: str, profile: LoadProfile, topology: str = "",
                  timeout_s: float = 5.0, workers: int = 64, order_prefix: str = "o",
-                 origin: float | None = None, lag_tolerance_s: float = 0.02) -> None:
+                 origin: float | None = None, lag_tolerance_s: float = 0.02,
+                 warm_path: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme != "http" or parsed.hostname is None or parsed.port is None:
             raise LoadSpecError(f"load target must be http://host:port, got {url!r}")
@@ -55,7 +56,7 @@ class LoadGenerator:
         self.timeout_s = timeout_s
         self._offsets = profile.offsets()
         self.spec = EngineSpec(parsed.hostname, parsed.port, self._offsets.tolist(),
-                               timeout_s, workers, order_prefix, profile.keys)
+                               timeout_s, workers, order_prefix, profile.keys, warm_path)
         self.start_time = 0.0
         self._child: subprocess.Popen[bytes] | None = None
         self._result: EngineResult | None = None

@@ -102,8 +102,8 @@ class Sampler:
 
     def sample_once(self) -> None:
         self._sample_queues()
-        for name, handle in self.deployment.services.items():
-            self._sample_service(name, handle.url)
+        for name in self.deployment.instrumented:  # an own service has no /stats
+            self._sample_service(name, self.deployment.services[name].url)
 
     def _add(self, source: str, metric: str, value: float) -> None:
         self.rows.append((time.monotonic() - self.origin, source, metric, float(value)))
@@ -160,3 +160,16 @@ class Sampler:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(list(self.rows), columns=SAMPLE_COLUMNS)
+
+
+def ready_now(deployment: Deployment) -> dict[str, int]:
+    """Each queue's ready count now, read as the sampler reads it (one definition of a
+    backlog for trials and for probes); empty when the broker does not answer."""
+    sampler = Sampler(deployment)
+    sampler._counter = ReadyCounter(deployment.broker)
+    try:
+        sampler._sample_queues()
+    finally:
+        sampler._counter.close()
+    return {source.removeprefix("queue:"): int(value)
+            for _, source, metric, value in sampler.rows if metric == "ready"}

@@ -125,7 +125,10 @@ def run_trial(deployment: Deployment, profile: LoadProfile, plan: list[Planned],
             "order_prefix": prefix, "user_timeout_s": timeout_s,
             "services": [spec.name for spec in deployment.topology.services],
             "faults": [planned_text(p) for p in plan],
-            "knobs": knobs_changed(deployment)}
+            "knobs": knobs_changed(deployment),
+            "own": [spec.name for spec in deployment.topology.own_services],
+            "unaudited": list(deployment.unaudited),
+            "ledger_reset": deployment.ledger_resets}
     ledgers = {**deployment.ledgers(), **dead_letters(deployment)}
     spans = empty_spans()
     if deployment.traces_url is not None:

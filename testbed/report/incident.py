@@ -46,14 +46,16 @@ class Incident:
     backlog_peak: float  # most messages ready in any consumer queue
     dlq_peak: float
     drained: bool
-    lost: int  # accepted orders the last stage never processed (nor dead-lettered)
-    duplicated: int  # accepted orders the last stage processed more than once
+    lost: int | None  # accepted orders the last stage never processed (nor dead-lettered)
+    duplicated: int | None  # accepted orders the last stage processed more than once
     first_symptom: float | None
     detected: float | None
     detected_by: str
     drain_time: float | None  # seconds after the removal until the backlog drained
     recovered: float | None  # after the fault's end: edge healthy and queues drained
     knobs: dict[str, dict[str, object]] = field(default_factory=dict)
+    own: list[str] = field(default_factory=list)  # the user's own services in it
+    unaudited: list[str] = field(default_factory=list)  # own services without a ledger
 
     @property
     def timeline(self) -> list[TimelineEntry]:
@@ -88,7 +90,10 @@ class Incident:
             parts.append(f"backlog peaked at {self.backlog_peak:,.0f} and {drained}")
         if self.dlq_peak:
             parts.append(f"{self.dlq_peak:,.0f} dead-lettered")
-        parts.append("nothing lost" if not self.lost else f"{self.lost} orders LOST")
+        if self.lost is None:  # an own last stage without a ledger
+            parts.append("no per-order audit (only edge metrics are available)")
+        else:
+            parts.append("nothing lost" if not self.lost else f"{self.lost} orders LOST")
         if self.duplicated:
             parts.append(f"{self.duplicated} processed twice")
         return f"{self.topology}: " + ", ".join(parts)
@@ -113,7 +118,9 @@ def incident(result: RunResult, topology: str | None = None) -> Incident:
     before = latency[latency.index < start] if start is not None else latency
     baseline = float(before["p99"].median()) if len(before) else float("nan")
     backlog = m.backlog(result)
-    audit = m.audit(result) if m.last_stage(result) else None
+    stage = m.last_stage(result)
+    audited = stage is not None and stage not in result.meta.get("unaudited", ())
+    audit = m.audit(result) if audited else None
     rate = len(requests) / max(float(requests["t_scheduled"].max()), 1.0) if len(requests) \
         else 0.0
     after = start if start is not None else 0.0
@@ -141,10 +148,12 @@ def incident(result: RunResult, topology: str | None = None) -> Incident:
         p99_peak=float(latency["p99"].max()) if len(latency) else float("nan"),
         backlog_peak=m.backlog_peak(result), dlq_peak=m.dlq_peak(result),
         drained=m.drained(result),
-        lost=audit.lost if audit else 0, duplicated=audit.duplicated if audit else 0,
+        lost=audit.lost if audit else None if stage else 0,
+        duplicated=audit.duplicated if audit else None if stage else 0,
         first_symptom=None if symptom is None else after + symptom,
         detected=None if detected is None else after + detected, detected_by=detected_by,
         drain_time=drain if len(backlog) else None,
         recovered=(None if end is None or drain is None or edge is None
                    else end + max(drain, edge)),
-        knobs=dict(result.meta.get("knobs", {})))
+        knobs=dict(result.meta.get("knobs", {})),
+        own=list(result.meta.get("own", [])), unaudited=list(result.meta.get("unaudited", [])))

@@ -7,7 +7,7 @@ from typing import Any
 from testbed.errors import RuntimeNotFoundError
 from testbed.runtime.base import BrokerAccess, Deployment, ProxyEndpoint, Runtime, ServiceHandle
 
-RUNTIMES = ("local", "docker")
+RUNTIMES = ("local", "docker", "k8s")
 
 
 def get_runtime(name: str = "local", **options: Any) -> Runtime:
@@ -20,6 +20,10 @@ def get_runtime(name: str = "local", **options: Any) -> Runtime:
         from testbed.runtime.docker import DockerRuntime
 
         return DockerRuntime(**options)
+    if name == "k8s":
+        from testbed.runtime.k8s import K8sRuntime
+
+        return K8sRuntime(**options)
     raise RuntimeNotFoundError(f"unknown runtime {name!r}; available: {', '.join(RUNTIMES)}")
 
 

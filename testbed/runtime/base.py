@@ -130,6 +130,12 @@ class Deployment:
     def entry_url(self) -> str:
         return self.url(self.topology.entry)
 
+    @property
+    def entry_health(self) -> str:
+        """The entry service's health path (an own service may have its own)."""
+        own = self.topology.service(self.topology.entry).own
+        return own.health if own is not None else "/health"
+
     def endpoints(self) -> dict[str, str]:
         return {name: handle.url for name, handle in self.services.items()}
 
@@ -148,7 +154,30 @@ class Deployment:
         return dict(self._get(name, "/ledger", timeout_s=LEDGER_TIMEOUT_S)["processed"])
 
     def ledgers(self) -> dict[str, dict[str, int]]:
-        return {name: self.ledger(name) for name in self.services}
+        """Every ledger there is: an own service without one is left out (unaudited)."""
+        return {name: self.ledger(name) for name in self.services if name not in
+                self.unaudited}
+
+    @property
+    def unaudited(self) -> tuple[str, ...]:
+        """The services whose ledger cannot be audited: own services that offer no
+        /ledger, and services whose ledger restarted empty (on k8s a killed or stopped
+        own image comes back as a new pod, with a new filesystem): only the edge sees
+        their orders."""
+        own = [s.name for s in self.topology.own_services
+               if s.own is not None and not s.own.ledger]
+        return tuple(own + self.ledger_resets)
+
+    @property
+    def ledger_resets(self) -> list[str]:
+        """Services whose handle says their ledger started over (``ledger_reset``)."""
+        return [name for name, handle in self.services.items()
+                if getattr(handle, "ledger_reset", False)]
+
+    @property
+    def instrumented(self) -> tuple[str, ...]:
+        """The testbed's own services: they serve /stats and the /admin fault routes."""
+        return tuple(s.name for s in self.topology.services if s.own is None)
 
     def stats(self, name: str) -> dict[str, Any]:
         return self._get(name, "/stats")
@@ -181,6 +210,7 @@ class Deployment:
         self.close()
 
 
+@runtime_checkable
 class Runtime(Protocol):
     """A backend that runs topologies: ``local`` processes, ``docker`` containers, ..."""
 

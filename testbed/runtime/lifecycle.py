@@ -66,6 +66,7 @@ class RunLifecycle:
         self._deployments: list[Deployment] = []
         self._lock = threading.Lock()
         self._counter = 0
+        self._proxy_names: set[str] = set()
 
     def open(self) -> None:
         if self.state != "new":
@@ -129,6 +130,19 @@ class RunLifecycle:
             raise
         self._deployments.append(deployment)
         return deployment
+
+    def proxy_name(self, topology: Topology, deployment_id: str, link: str,
+                   undo: Undo) -> str:
+        """A link's proxy name that an external tool can write down: ``sync.gateway-orders``
+        (the topology and the link; the Toxiproxy server is the run's own). A second live
+        deployment of the same topology gets its deployment id instead (``sync2.``)."""
+        with self._lock:
+            name = f"{topology.name}.{link}"
+            if name in self._proxy_names:
+                name = f"{deployment_id}.{link}"
+            self._proxy_names.add(name)
+        undo.push(lambda: self._proxy_names.discard(name))
+        return name
 
     def _forget(self, deployment_id: str) -> None:
         """Drop a torn-down deployment from the run's list (its teardown calls this)."""

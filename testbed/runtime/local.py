@@ -45,7 +45,9 @@ from testbed.runtime.base import (
 )
 from testbed.runtime.kafka_setup import start_kafka
 from testbed.runtime.lifecycle import RunLifecycle, Undo
+from testbed.runtime.own import prepare_own
 from testbed.services.config import AmqpTarget, ServiceConfig
+from testbed.services.contract import contract_environment
 from testbed.topology.model import Topology
 
 SERVICE_READY_TIMEOUT_S = 30.0
@@ -54,10 +56,12 @@ SERVICE_READY_TIMEOUT_S = 30.0
 class LocalService:
     """A service running as a local process; implements the ServiceHandle protocol."""
 
-    def __init__(self, name: str, process: ManagedProcess, port: int) -> None:
+    def __init__(self, name: str, process: ManagedProcess, port: int,
+                 health: str = "/health") -> None:
         self.name = name
         self.process = process
         self.port = port
+        self.health = health  # an own service's may be another path
 
     @property
     def url(self) -> str:
@@ -71,7 +75,7 @@ class LocalService:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = SERVICE_READY_TIMEOUT_S) -> float:
-        return wait_until(lambda: http_ok(f"{self.url}/health"), f"service {self.name}",
+        return wait_until(lambda: http_ok(self.url + self.health), f"service {self.name}",
                           timeout, self.process)
 
     def stop(self) -> None:
@@ -102,13 +106,16 @@ class LocalRuntime(RunLifecycle):
 
     name = "local"
 
-    def __init__(self, run_id: str | None = None, tracing: bool = False) -> None:
+    def __init__(self, run_id: str | None = None, tracing: bool = False,
+                 toxiproxy_port: int | None = None) -> None:
         super().__init__(run_id)
+        self.toxiproxy_port = toxiproxy_port  # fixed API port (`up --toxiproxy-port`)
         self._toxiproxy: ToxiproxyServer | None = None
         self._broker: RabbitNode | None = None
         # Read at each deploy: a deployment made while it is False is not traced.
         self.tracing = tracing
         self._jaeger: JaegerServer | None = None
+        self._own_commands: dict[str, dict[str, list[str]]] = {}  # built in the preflight
 
     # -- lifecycle hooks -------------------------------------------------------------------
 
@@ -129,7 +136,10 @@ class LocalRuntime(RunLifecycle):
         """The run's Toxiproxy server, started on first use."""
         run_dir = self._require_open()
         if self._toxiproxy is None:
-            server = ToxiproxyServer(self.run_id, run_dir, allocate_port(self.run_id))
+            port = (claim_fixed_port(self.toxiproxy_port, self.run_id, "the Toxiproxy API "
+                                     "(--toxiproxy-port)")
+                    if self.toxiproxy_port else allocate_port(self.run_id))
+            server = ToxiproxyServer(self.run_id, run_dir, port)
             try:
                 self.timings["toxiproxy_boot_s"] = server.start()
             except BaseException:
@@ -186,10 +196,12 @@ class LocalRuntime(RunLifecycle):
             EPMD.require()
         if self.tracing:
             JAEGER.require()
+        self._own_commands[topology.name] = prepare_own(topology, local=True)
 
     def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
         run_dir = self._require_open()
         started = time.monotonic()
+        own_commands = self._own_commands.pop(topology.name, {})
         ports: dict[str, int] = {}
         for spec in topology.services:
             if spec.port is not None:
@@ -221,7 +233,7 @@ class LocalRuntime(RunLifecycle):
                 upstream = f"127.0.0.1:{broker_access.address.amqp_port}"
             else:
                 upstream = f"127.0.0.1:{ports[link.target]}"
-            proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
+            proxy_name = self.proxy_name(topology, deployment_id, link.name, undo)
             info = toxiproxy.client.create_proxy(
                 proxy_name, listen_port or allocate_port(self.run_id), upstream)
             undo.push(functools.partial(_delete_proxy, toxiproxy, proxy_name))
@@ -239,11 +251,21 @@ class LocalRuntime(RunLifecycle):
             if otlp_endpoint is not None:
                 config = dataclasses.replace(config, otlp_endpoint=otlp_endpoint,
                                              deployment_id=deployment_id)
+            log = run_dir / "logs" / f"{deployment_id}.{spec.name}.log"
+            if spec.own is not None:  # the user's program, told its config in TESTBED_*
+                services_dir.mkdir(parents=True, exist_ok=True)
+                env = {**dict(spec.own.env), **contract_environment(config)}
+                process = ManagedProcess(
+                    f"{deployment_id}.{spec.name}", own_commands[spec.name], self.run_id,
+                    log, env=env, cwd=Path(spec.own.directory))
+                services[spec.name] = LocalService(spec.name, process, ports[spec.name],
+                                                   spec.own.health)
+                continue
             config_path = config.write(services_dir / f"{spec.name}.json")
             process = ManagedProcess(
                 f"{deployment_id}.{spec.name}",
                 [sys.executable, "-m", "testbed.services", str(config_path)],
-                self.run_id, run_dir / "logs" / f"{deployment_id}.{spec.name}.log")
+                self.run_id, log)
             services[spec.name] = LocalService(spec.name, process, ports[spec.name])
 
         for service in services.values():

@@ -349,6 +349,14 @@ def mine(result: RunResult, ledger: dict[str, int]) -> dict[str, int]:
 
 def processed(result: RunResult, service: str) -> dict[str, int]:
     """This trial's orders in a service's ledger -> times processed."""
+    if service in result.meta.get("ledger_reset", ()):
+        raise MetricError(f"{service} was killed or stopped and came back as a new pod (k8s "
+                          "runtime: a new pod has a new filesystem), so its ledger started "
+                          "over: only edge metrics are available for it in this trial")
+    if service in result.meta.get("unaudited", ()):
+        raise MetricError(f"{service} is your own service and offers no GET /ledger: only "
+                          "edge metrics are available for it (edge_errors, latencies, "
+                          "backlogs); serve /ledger for the per-order audit")
     if service not in set(result.ledgers["service"]):
         known = sorted(set(result.ledgers["service"]))
         if not known or service.endswith(DLQ_SUFFIX) or service in result.meta.get(

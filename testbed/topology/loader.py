@@ -9,9 +9,10 @@ from typing import Any
 
 from testbed.errors import TopologyError
 from testbed.topology.model import BrokerSpec, LinkSpec, ServiceSpec, Topology, knobs_from_dict
+from testbed.topology.own import own_from_dict
 
 _TOP_KEYS = {"name", "shape", "entry", "services", "links", "broker"}
-_SERVICE_KEYS = {"name", "role", "knobs", "consumes", "publishes", "port"}
+_SERVICE_KEYS = {"name", "role", "knobs", "consumes", "publishes", "port", "own"}
 _LINK_KEYS = {"source", "target", "protocol", "proxied"}
 
 
@@ -39,8 +40,9 @@ def _array(path: str, value: Any) -> list[Any]:
     return value
 
 
-def topology_from_dict(data: Mapping[str, Any]) -> Topology:
-    """Build and validate a Topology from plain data (parsed TOML or JSON)."""
+def topology_from_dict(data: Mapping[str, Any], directory: Path = Path(".")) -> Topology:
+    """Build and validate a Topology from plain data (parsed TOML or JSON); an own
+    service's paths are relative to ``directory`` (the topology file's folder)."""
     _only("topology", data, _TOP_KEYS)
     services = []
     for index, raw in enumerate(_array("services", _required("topology", data, "services"))):
@@ -53,7 +55,8 @@ def topology_from_dict(data: Mapping[str, Any]) -> Topology:
         services.append(ServiceSpec(
             name=_required(path, raw, "name"), role=_required(path, raw, "role"),
             knobs=knobs, consumes=raw.get("consumes"), publishes=raw.get("publishes"),
-            port=raw.get("port")))
+            port=raw.get("port"),
+            own=own_from_dict(raw["own"], f"{path}.own", directory) if "own" in raw else None))
     links = []
     for index, raw in enumerate(_array("links", data.get("links", []))):
         path = f"links[{index}]"
@@ -80,4 +83,4 @@ def load_topology(path: Path) -> Topology:
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError("file", f"{path} is not valid TOML ({exc})",
                             "fix the syntax at the position shown") from exc
-    return topology_from_dict(data)
+    return topology_from_dict(data, path.parent.resolve())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from testbed.errors import TopologyError
+from testbed.topology.own import OwnService, check_own
 
 Protocol = Literal["http", "amqp", "kafka"]
 Role = Literal["http_stage", "async_gateway", "async_consumer"]
@@ -202,6 +203,7 @@ class ServiceSpec:
     consumes: str | None = None  # async consumer: routing key of the event it handles
     publishes: str | None = None  # async: routing key of the event it emits
     port: int | None = None  # fixed listen port; None lets the runtime allocate one
+    own: OwnService | None = None  # the user's own program in this role (own.py)
 
     def __post_init__(self) -> None:
         check_name("services[].name", self.name)
@@ -231,6 +233,11 @@ class ServiceSpec:
         if not isinstance(self.knobs, Knobs):
             raise TopologyError(f"{where}.knobs", "knobs must be a Knobs object",
                                 "build it with Knobs(...) or from a mapping via from_dict")
+        if self.own is not None:
+            defaults = Knobs()
+            check_own(self.name, self.role, [f.name for f in fields(Knobs) if
+                                             getattr(self.knobs, f.name)
+                                             != getattr(defaults, f.name)])
 
 
 @dataclass(frozen=True)
@@ -399,6 +406,12 @@ class Topology:
                                     f"{protocol!r})")
         if self.broker.kind == "kafka":
             self._check_kafka_knobs(async_services)
+            own = [s.name for s in async_services if s.own is not None]
+            if own:
+                raise TopologyError(f"services[{own[0]}].own", "your own consumers speak "
+                                    "AMQP, and the broker is kafka",
+                                    "put your own consumer on RabbitMQ (the default "
+                                    "broker), or use the testbed's consumer on Kafka")
         published = {s.publishes for s in self.services if s.publishes}
         for service in self.services:
             if service.consumes and service.consumes not in published:
@@ -463,6 +476,10 @@ class Topology:
     @property
     def on_kafka(self) -> bool:
         return self.broker is not None and self.broker.kind == "kafka"
+
+    @property
+    def own_services(self) -> tuple[ServiceSpec, ...]:
+        return tuple(s for s in self.services if s.own is not None)
 
     @property
     def proxied_links(self) -> tuple[LinkSpec, ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from testbed.components.binaries import KAFKA_LIBS_ENV
 from testbed.errors import ComponentError
@@ -53,6 +54,25 @@ def pipeline(runtime: DockerRuntime) -> Iterator[Deployment]:
 def lag(deployment: Deployment) -> dict[str, int]:
     assert deployment.kafka is not None
     return {q.name: q.ready for q in deployment.kafka.queue_states()}
+
+
+def where_orders_stopped(deployment: Deployment, ids: set[str]) -> str:
+    """Which stage has which of ``ids``, the groups' lags and each consumer's counters:
+    what a flow that did not resume needs to be told apart (a member that never
+    rejoined, a forward that kept failing, a broker that never led again)."""
+    lines = [f"{name}: {sorted(ids & processed(deployment, name))}"
+             for name in ("payments", "inventory")]
+    try:
+        lines.append(f"lags: {lag(deployment)}")
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        lines.append(f"lags unreadable: {exc}")
+    for name in ("payments", "inventory"):
+        try:
+            stats = requests.get(deployment.url(name) + "/stats", timeout=2).json()
+            lines.append(f"{name} counters: {stats.get('counters')}")
+        except (requests.RequestException, ValueError) as exc:
+            lines.append(f"{name} /stats unreadable: {exc}")
+    return "orders did not flow after the restart:\n" + "\n".join(lines)
 
 
 def of_deployment(client: docker.DockerClient, run: str, deployment_id: str) -> list[str]:
@@ -136,7 +156,8 @@ def test_broker_down_and_back(pipeline: Deployment) -> None:
     assert node.running()
     assert set(node.admin.topics()) == {"order.placed", "payments.done"}
     ids = place(pipeline, "after", 6)
-    assert eventually(lambda: set(ids) <= processed(pipeline, "inventory"), 60)
+    flowed = eventually(lambda: set(ids) <= processed(pipeline, "inventory"), 60)
+    assert flowed, where_orders_stopped(pipeline, set(ids))
     assert not (done_before & set(ids))
     # Nothing committed before the stop is handled twice after it.
     assert all(count == 1 for count in pipeline.ledger("inventory").values())

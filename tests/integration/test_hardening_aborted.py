@@ -70,6 +70,7 @@ def later(seconds: float, action: Callable[[], None]) -> threading.Timer:
     return timer
 
 
+@pytest.mark.kills_by_process
 def test_a_broker_that_dies_mid_experiment_aborts_the_trial(own_runtime: Runtime) -> None:
     deployment = own_runtime.deploy(async_pipeline(2))
     timer = later(1.0, lambda: kill_component(own_runtime, deployment, "broker"))
@@ -86,6 +87,7 @@ def test_a_broker_that_dies_mid_experiment_aborts_the_trial(own_runtime: Runtime
     deployment.close()
 
 
+@pytest.mark.kills_by_process
 def test_toxiproxy_dying_during_a_fault_aborts_the_trial(own_runtime: Runtime) -> None:
     deployment = own_runtime.deploy(sync_chain(2))
     link = deployment.topology.links[-1].name

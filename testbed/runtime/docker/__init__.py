@@ -8,7 +8,11 @@ cleanup.py     removing a run's objects: teardown, the watchdog, `testbed gc`
 compose.py     the same plan as compose files, for `docker compose up` by hand
 """
 
-from testbed.runtime.docker.cleanup import collect_docker_garbage, remove_run_objects
+from testbed.runtime.docker.cleanup import (
+    collect_docker_garbage,
+    dead_run_objects,
+    remove_run_objects,
+)
 from testbed.runtime.docker.compose import compose_project, write_compose
 from testbed.runtime.docker.containers import (
     LABEL_RUN,
@@ -19,5 +23,5 @@ from testbed.runtime.docker.containers import (
 from testbed.runtime.docker.runtime import DockerRuntime
 
 __all__ = ["LABEL_RUN", "SERVICE_CONFIG_PATH", "TOXIPROXY_API_PORT", "DockerRuntime",
-           "collect_docker_garbage", "compose_project", "remove_run_objects", "wait_ready",
-           "write_compose"]
+           "collect_docker_garbage", "compose_project", "dead_run_objects",
+           "remove_run_objects", "wait_ready", "write_compose"]

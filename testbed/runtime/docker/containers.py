@@ -151,10 +151,12 @@ def docker_call(what: str, fn: Callable[[], Any]) -> Any:
 class DockerService:
     """A service running in a container; implements the ServiceHandle protocol."""
 
-    def __init__(self, name: str, container: Container, port: int) -> None:
+    def __init__(self, name: str, container: Container, port: int,
+                 health: str = "/health") -> None:
         self.name = name
         self.container = container
         self.port = port  # published on 127.0.0.1
+        self.health = health  # an own service's may be another path
 
     @property
     def url(self) -> str:
@@ -174,7 +176,7 @@ class DockerService:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = SERVICE_READY_TIMEOUT_S) -> float:
-        return wait_ready(self.container, lambda: http_ok(f"{self.url}/health"),
+        return wait_ready(self.container, lambda: http_ok(self.url + self.health),
                           f"service {self.name}", timeout)
 
     def _wait_down(self, timeout: float = 10.0) -> None:

@@ -19,8 +19,11 @@ import time
 import docker.errors
 from docker.models.containers import Container
 
+from testbed.components.binaries import require_kafka_libs
 from testbed.components.kafka import NODE_ID, KafkaAdmin
+from testbed.errors import ComponentError, MissingBinaryError, TopologyError
 from testbed.runtime.docker.containers import container_state, docker_call, log_tail, wait_ready
+from testbed.topology.model import Topology
 
 KAFKA_READY_TIMEOUT_S = 90.0
 KAFKA_STOP_TIMEOUT_S = 30  # a controlled shutdown takes a few seconds
@@ -98,3 +101,20 @@ class ContainerKafka:
 
     def log_tail(self, lines: int = 25) -> str:
         return log_tail(self.container, lines)
+
+
+def require_kafka_image(topology: Topology, images: dict[str, str]) -> None:
+    """A topology on Kafka needs the kafka image, which needs Kafka's jars: say which is
+    missing, and the fix, before anything is created."""
+    if not topology.on_kafka or "kafka" in images:
+        return
+    try:
+        require_kafka_libs()
+    except MissingBinaryError as exc:
+        raise ComponentError(f"a topology on Kafka runs in the kafka image, which cannot "
+                             f"be built without Kafka's jars: {exc}. Fix: `testbed setup` "
+                             "(then open the runtime again: it builds the image)") from exc
+    raise TopologyError("broker.kind", "the official image source has no kafka image",
+                        "build the offline images (`testbed images build --source "
+                        "offline`, or set TESTBED_IMAGE_SOURCE=offline), or run it with "
+                        "--runtime local")

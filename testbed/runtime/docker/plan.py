@@ -4,16 +4,17 @@ object to its controller."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from testbed.components.kafka import ClientListener, check_listeners, render_properties
 from testbed.errors import TestbedError
-from testbed.runs import RunRecord
+from testbed.runs import RunRecord, process_started
 from testbed.runtime.base import (
+    BrokerAccess,
     dead_letter_exchange,
     dead_letter_queue,
     retry_queue,
@@ -160,8 +161,8 @@ def proxy_upstream(topology: Topology, link_name: str) -> str:
 
 
 def controller_label() -> str:
-    me = psutil.Process()
-    return f"{me.pid}:{me.create_time()}"
+    me = os.getpid()
+    return f"{me}:{process_started(me)}"
 
 
 def controller_alive(label: str) -> bool:
@@ -182,3 +183,24 @@ def resource_limits(knobs: Knobs) -> dict[str, Any]:
         limits["mem_limit"] = f"{knobs.memory_mb}m"
         limits["memswap_limit"] = f"{knobs.memory_mb}m"
     return limits
+
+
+def declare_vhost(topology: Topology, broker: Any, vhost: str,
+                  on_teardown: Callable[[Callable[[], object]], None]) -> BrokerAccess:
+    """A deployment's vhost on the run's broker (a container's or a pod's: ``admin``,
+    ``address``, ``running()``), with its exchanges, queues and bindings; deleted at
+    teardown while the broker lives (one that died took its vhosts with it)."""
+    assert topology.broker is not None
+    admin = broker.admin
+    admin.create_vhost(vhost)
+    on_teardown(lambda: admin.delete_vhost(vhost) if broker.running() else None)
+    exchanges, queues, bindings = broker_objects(topology)
+    for name, kind in exchanges:
+        admin.declare_exchange(vhost, name, kind=kind)
+    for name, arguments in queues:
+        admin.declare_queue(vhost, name, arguments)
+    for exchange_name, queue, key in bindings:
+        admin.bind(vhost, exchange_name, queue, key)
+    consumed = tuple(spec.name for spec in topology.services if spec.consumes)
+    return BrokerAccess(broker.address, vhost, topology.broker.exchange, consumed, admin,
+                        broker)

@@ -42,17 +42,14 @@ import docker
 import docker.errors
 from docker.models.networks import Network
 
-from testbed.components.binaries import require_kafka_libs
 from testbed.components.docker_engine import engine
 from testbed.components.kafka import BROKER_JVM, LOG4J2, TOOL_JVM, new_cluster_id
 from testbed.components.rabbitmq import BrokerAddress
 from testbed.components.readiness import http_ok
 from testbed.errors import (
     ComponentError,
-    MissingBinaryError,
     StateError,
     TestbedError,
-    TopologyError,
 )
 from testbed.images.build import KAFKA_CONFIG_DIR
 from testbed.ports import allocate_port, claim_fixed_port
@@ -61,7 +58,7 @@ from testbed.runtime.base import (
     Deployment,
     ProxyEndpoint,
 )
-from testbed.runtime.docker.cleanup import remove_run_objects, spawn_watchdog
+from testbed.runtime.docker.cleanup import remove_network, remove_run_objects, spawn_watchdog
 from testbed.runtime.docker.containers import (
     AMQP_PORT,
     LABEL_CONTROLLER,
@@ -84,12 +81,13 @@ from testbed.runtime.docker.containers import (
     tar_one,
     wait_ready,
 )
-from testbed.runtime.docker.kafka import ContainerKafka
+from testbed.runtime.docker.kafka import ContainerKafka, require_kafka_image
+from testbed.runtime.docker.own import prepare_own_images
 from testbed.runtime.docker.plan import (
     KAFKA_ALIAS,
     KafkaPlan,
-    broker_objects,
     controller_label,
+    declare_vhost,
     kafka_plan,
     proxy_upstream,
     resource_limits,
@@ -99,6 +97,7 @@ from testbed.runtime.kafka_access import KafkaAccess, group_topics
 from testbed.runtime.kafka_setup import topics_of
 from testbed.runtime.lifecycle import RunLifecycle, Undo
 from testbed.services.config import ServiceConfig
+from testbed.services.contract import contract_environment
 from testbed.topology.model import Topology
 
 
@@ -204,20 +203,10 @@ class DockerRuntime(RunLifecycle):
     # -- deploy ----------------------------------------------------------------------------
 
     def _preflight(self, topology: Topology) -> None:
-        """A topology on Kafka needs the kafka image, which needs Kafka's jars: say so
-        before anything is created."""
-        if not topology.on_kafka or "kafka" in self._images:
-            return
-        try:
-            require_kafka_libs()
-        except MissingBinaryError as exc:
-            raise ComponentError(f"a topology on Kafka runs in the kafka image, which cannot "
-                                 f"be built without Kafka's jars: {exc}. Fix: `testbed setup` "
-                                 "(then open the runtime again: it builds the image)") from exc
-        raise TopologyError("broker.kind", "the official image source has no kafka image",
-                            "build the offline images (`testbed images build --source "
-                            "offline`, or set TESTBED_IMAGE_SOURCE=offline), or run it with "
-                            "--runtime local")
+        """Own services' images built or found; a topology on Kafka needs the kafka image,
+        which needs Kafka's jars: say so before anything is created."""
+        prepare_own_images(self.client, topology)
+        require_kafka_image(topology, self._images)
 
     def _deploy(self, topology: Topology, deployment_id: str, undo: Undo) -> Deployment:
         started = time.monotonic()
@@ -233,7 +222,7 @@ class DockerRuntime(RunLifecycle):
 
         network = docker_call(f"create network {prefix}", lambda: client.networks.create(
             prefix, driver="bridge", labels=self.labels("network", deployment_id)))
-        undo.push(network.remove)
+        undo.push(lambda: remove_network(network))  # gone already (a watchdog, gc): done
         containers = ContainerSet()
         undo.push(containers.remove_all)  # before the network goes (the stack runs backwards)
 
@@ -256,7 +245,7 @@ class DockerRuntime(RunLifecycle):
                                          network, kafka, containers)
                              if kafka is not None else None)
             created = {spec.name: pool.submit(
-                self._create_service, prefix, deployment_id, spec.name,
+                self._create_service, topology, prefix, deployment_id, spec.name,
                 service_config(topology, spec.name, proxy_ports, broker_creds, kafka), network,
                 host_ports[spec.name], containers) for spec in topology.services}
             toxiproxy = toxiproxy_started.result() if toxiproxy_started else None
@@ -266,7 +255,7 @@ class DockerRuntime(RunLifecycle):
         if toxiproxy is not None:
             for link in topology.proxied_links:
                 upstream = proxy_upstream(topology, link.name)
-                proxy_name = f"{self.run_id}.{deployment_id}.{link.name}"
+                proxy_name = self.proxy_name(topology, deployment_id, link.name, undo)
                 info = toxiproxy.create_proxy(proxy_name, proxy_ports[link.name], upstream)
                 proxies[link.name] = ProxyEndpoint(link, proxy_name, info.port, upstream)
         with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
@@ -288,18 +277,26 @@ class DockerRuntime(RunLifecycle):
         return Deployment(deployment_id, topology, self.name, dict(services), proxies, access,
                           toxiproxy, teardown, kafka_access)
 
-    def _create_service(self, prefix: str, deployment_id: str, name: str,
-                        config: ServiceConfig, network: Network, host_port: int,
+    def _create_service(self, topology: Topology, prefix: str, deployment_id: str,
+                        name: str, config: ServiceConfig, network: Network, host_port: int,
                         containers: ContainerSet) -> DockerService:
         client = self.client
+        own = topology.service(name).own
+        # An own service gets its image and the contract's environment, not a config file.
+        image = own.image if own is not None else self._images["service"]
+        environment = ({**dict(own.env), **contract_environment(config)}
+                       if own is not None else None)
         container = docker_call(f"create container {prefix}-{name}", lambda: (
             client.containers.create(
-                self._images["service"], name=f"{prefix}-{name}", hostname=name, init=True,
+                image, name=f"{prefix}-{name}", hostname=name, init=True,
                 labels=self.labels("service", deployment_id, name),
                 network=network.name, networking_config=self._aliases(network, name),
                 ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", host_port)},
-                stop_signal="SIGTERM", **resource_limits(config.knobs))))
+                environment=environment, stop_signal="SIGTERM",
+                **resource_limits(config.knobs))))
         containers.add(container)
+        if own is not None:
+            return DockerService(name, container, host_port, own.health)
         archive = tar_one(SERVICE_CONFIG_PATH, config.to_json().encode())
         docker_call(f"copy config into {container.name}",
                      lambda: container.put_archive("/", archive))
@@ -373,17 +370,4 @@ class DockerRuntime(RunLifecycle):
                 network.disconnect(broker.container, force=True)
 
         undo.push(detach)
-        admin = broker.admin
-        vhost = f"{self.run_id}.{deployment_id}"
-        admin.create_vhost(vhost)
-        undo.push(lambda: admin.delete_vhost(vhost) if broker.running() else None)
-        exchanges, queues, bindings = broker_objects(topology)
-        for name, kind in exchanges:
-            admin.declare_exchange(vhost, name, kind=kind)
-        for name, arguments in queues:
-            admin.declare_queue(vhost, name, arguments)
-        for exchange_name, queue, key in bindings:
-            admin.bind(vhost, exchange_name, queue, key)
-        exchange = topology.broker.exchange
-        consumed = tuple(spec.name for spec in topology.services if spec.consumes)
-        return BrokerAccess(broker.address, vhost, exchange, consumed, admin, broker)
+        return declare_vhost(topology, broker, f"{self.run_id}.{deployment_id}", undo.push)
