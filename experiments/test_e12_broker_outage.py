@@ -13,14 +13,17 @@ publisher confirms, durable queues). Async with the outbox: the edge keeps accep
 (0 errors); the relay publishes the backlog once the broker is back, so every stored
 order is processed: 0 lost. Every number is the model's (testbed.model, simulated
 before the run).
-On Kafka (the pipeline's own node, killed the same way; restart about 3.9 s): the
-gateway's produce does not fail at once, librdkafka holds the message and retries until
-its delivery timeout (the gateway's timeout_s, 2 s). So an order placed while the node is
-away waits: it fails (503, taken back) only if the node is not back within 2 s of it;
-those of the last 2 s before the restart are accepted late. The gateway's 8 workers,
-each held up to 2 s, take 4 orders/s, so orders queue at its door too. The model
-predicts how many fail per second of the outage (fewer than the rate), how long the
-slowest accepted order waited, and again that nothing accepted is lost.
+On Kafka (the pipeline's own node, killed the same way for 4 s; restart about 3.9 s):
+the gateway's produce does not fail at once, librdkafka holds the message and retries
+until its delivery timeout (the gateway's timeout_s, 2 s), and the gateway's 8 workers,
+each held up to 2 s, take 4 orders/s, so orders queue at its door too. An order placed
+while the node is away fails (503, taken back, or the user's 5 s wait runs out) unless
+the node is back while it still waits: those placed in about the last 5 s of the
+outage are accepted late. So the claim is how many orders placed during the outage were
+accepted: the model gives 46-49 for any restart from 3 to 7 s (the node's start-up time
+moves how many fail, 24-62, not how many wait it out; with a 2 s kill the outage was too
+short for that: 34-49), how long the slowest accepted order waited (just under the
+user's 5 s), and again that nothing accepted is lost.
 Negative control: the direct-publish run fails the outbox's "0 edge errors" claim,
 measured and on the model.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.analysis import Hypotheses
+from testbed.analysis.metrics import between
 from testbed.load import constant
 from testbed.observe import RunResult
 from testbed.scenario import Experiment, Results, Trial, fault
@@ -38,6 +42,7 @@ from testbed.scenario.predicted import predicted
 from testbed.topology import Knobs, Topology, async_pipeline, sync_chain
 
 RATE, AT, DOWN, DURATION = 10, 2.0, 2.0, 12.0
+KAFKA_DOWN, KAFKA_DURATION = 4.0, 14.0  # an outage longer than the user's wait
 
 
 def pipeline(outbox: bool) -> Topology:
@@ -54,10 +59,12 @@ def results(experiment: Experiment) -> Results:
     found = experiment.paired([sync_chain(1), pipeline(outbox=False)], load, kill,
                               keys=["sync", "direct"], drain_timeout_s=20)
     kafka = async_pipeline(1, name="kafka", broker="kafka")
+    kafka_kill = [fault("broker_down", at=AT, duration=KAFKA_DOWN, graceful=False)]
     return found | experiment.trials([Trial("outbox", pipeline(outbox=True), load, kill,
                                             {"drain_timeout_s": 20}),
-                                      Trial("kafka", kafka, load, kill,
-                                            {"drain_timeout_s": 20})], concurrent=False)
+                                      Trial("kafka", kafka, constant(RATE, KAFKA_DURATION),
+                                            kafka_kill, {"drain_timeout_s": 20})],
+                                     concurrent=False)
 
 
 def no_loss(hypotheses: Hypotheses, result: RunResult, model: RunResult) -> None:
@@ -102,6 +109,14 @@ def test_outbox_keeps_accepting_and_delivers_after_recovery(
     experiment.check(outbox_hypotheses(results["outbox"], results.predicted("outbox")))
 
 
+def accepted_during_the_outage(result: RunResult) -> int:
+    """Orders placed while the node was away (inject to the end of its restart, cut at
+    the load's end) that were accepted all the same."""
+    start, end = m.fault_window(result)
+    placed = between(result.requests, start, min(end, m.load_end(result)))
+    return int(placed["ok"].astype(bool).sum())
+
+
 def slowest_accepted(result: RunResult) -> float:
     """How long the slowest accepted order waited for its answer."""
     requests = result.requests
@@ -111,9 +126,10 @@ def slowest_accepted(result: RunResult) -> float:
 def test_on_kafka_orders_wait_out_the_delivery_timeout(experiment: Experiment,
                                                        results: Results) -> None:
     result, model = results["kafka"], results.predicted("kafka")
-    hypotheses = Hypotheses(f"E12 on Kafka: node killed for {DOWN:.0f} s plus its restart")
-    hypotheses.check(predicted("edge errors per second of the outage", errors_per_second,
-                               result, model, unit="orders/s"))
+    hypotheses = Hypotheses(f"E12 on Kafka: node killed for {KAFKA_DOWN:.0f} s plus its "
+                            "restart")
+    hypotheses.check(predicted("orders placed during the outage and accepted late",
+                               accepted_during_the_outage, result, model, unit="orders"))
     hypotheses.check(predicted("slowest accepted order waited", slowest_accepted, result,
                                model, abs=0.5, unit="s"))
     no_loss(hypotheses, result, model)

@@ -208,13 +208,15 @@ class PodService:
 _GREETINGS = {"http": b"GET /health HTTP/1.0\r\n\r\n", "amqp": b"AMQP\x00\x00\x09\x01"}
 
 
-def path_answers(port: int, protocol: str, timeout: float = 1.0) -> bool:
+def path_answers(port: int, protocol: str, timeout: float = 1.0,
+                 host: str = "127.0.0.1") -> bool:
     """Does what is behind a proxy's port answer (Toxiproxy accepts and then closes a
-    connection whose upstream refuses, so a connect alone proves nothing)?"""
+    connection whose upstream refuses, so a connect alone proves nothing)? ``host``:
+    another address than the forward's, for a diagnosis that goes round the proxy."""
     if protocol == "kafka":
         return kafka_answers(port, timeout)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(_GREETINGS[protocol])
             return bool(sock.recv(16))
     except OSError:

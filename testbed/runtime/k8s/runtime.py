@@ -410,9 +410,27 @@ class K8sRuntime(RunLifecycle):
             pod = self.pods().read(name)
             if pod is not None:
                 lines.append(f"pod {name}: {pod.status.phase}, IP {pod.status.pod_ip}")
+            port = int(proxy.upstream.rsplit(":", 1)[1])
+            protocol = proxy.link.protocol
+            # from this machine, round the proxy (the testbed's own cluster is this node)
+            for what, address in (("the pod", pod.status.pod_ip if pod else None),
+                                  ("its ClusterIP", ips.get(host))):
+                if address and protocol != "kafka":
+                    answers = path_answers(port, protocol, host=address)
+                    lines.append(f"{what} at {address}:{port} from this machine: "
+                                 f"{'answers' if answers else 'no answer'}")
         except Exception as exc:  # a diagnosis must not hide the error it explains
             lines.append(f"(the cluster did not say more: {type(exc).__name__}: {exc})")
         toxiproxy = object_name(deployment_id, "toxiproxy")
+        try:
+            proxy_pod = self.pods().read(toxiproxy)
+            proxy_ip = proxy_pod.status.pod_ip if proxy_pod is not None else None
+            if proxy_ip and proxy.link.protocol != "kafka":
+                answers = path_answers(proxy.listen_port, proxy.link.protocol, host=proxy_ip)
+                lines.append(f"the proxy's pod at {proxy_ip}:{proxy.listen_port} from this "
+                             f"machine (no port-forward): {'answers' if answers else 'no answer'}")
+        except Exception as exc:
+            lines.append(f"(the proxy's pod did not say: {type(exc).__name__}: {exc})")
         restarts = sum(f.restarts for f in self._forwards.get(deployment_id, [])
                        if f.pod == toxiproxy)
         lines.append(f"the proxy's port-forward restarted {restarts} times")
