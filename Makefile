@@ -39,7 +39,7 @@ docker: setup
 k8s: setup docker
 	$(BIN)/testbed setup --k8s
 
-# The k8s tier (CI runs it after `make test`): the integration tests through the k8s
+# The k8s tier (not in CI yet, see .ci/run): the integration tests through the k8s
 # runtime, then the cluster's own tests (a stop and a start that leave nothing behind). The cluster is stopped at the end, pass
 # or fail, and nothing may be left for gc.
 test-k8s: setup docker k8s

@@ -130,12 +130,6 @@ class Deployment:
     def entry_url(self) -> str:
         return self.url(self.topology.entry)
 
-    @property
-    def entry_health(self) -> str:
-        """The entry service's health path (an own service may have its own)."""
-        own = self.topology.service(self.topology.entry).own
-        return own.health if own is not None else "/health"
-
     def endpoints(self) -> dict[str, str]:
         return {name: handle.url for name, handle in self.services.items()}
 
