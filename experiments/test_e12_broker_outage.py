@@ -13,7 +13,8 @@ publisher confirms, durable queues). Async with the outbox: the edge keeps accep
 (0 errors); the relay publishes the backlog once the broker is back, so every stored
 order is processed: 0 lost. Every number is the model's (testbed.model, simulated
 before the run).
-On Kafka (the pipeline's own node, killed the same way for 4 s; restart about 3.9 s):
+On Kafka (the pipeline's own node, killed the same way but for 4 s, under 14 s of the
+same load; restart about 3.9 s):
 the gateway's produce does not fail at once, librdkafka holds the message and retries
 until its delivery timeout (the gateway's timeout_s, 2 s), and the gateway's 8 workers,
 each held up to 2 s, take 4 orders/s, so orders queue at its door too. An order placed
